@@ -1,0 +1,3 @@
+"""SNN: the Serverless Neural Network."""
+
+__version__ = "0.1.0"

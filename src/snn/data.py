@@ -1,0 +1,279 @@
+"""The cat/non-cat data set: find or download it, validate it, flatten it for the network.
+
+The data set is two HDF5 files in one folder. The folder comes from, in order: an explicit
+argument (the CLI's --data DIR), the SNN_DATA_DIR environment variable, or the user cache,
+which is filled by downloading from DEFAULT_URL (or SNN_DATA_URL) and checking SHA256.
+"""
+
+import hashlib
+import http.client
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from snn.errors import DataError
+
+TRAIN_FILE = "train_catvnoncat.h5"
+TEST_FILE = "test_catvnoncat.h5"
+SHA256: dict[str, str] = {
+    TRAIN_FILE: "fbe56ab67c3ae28d564e3a644189117976d6b31af0a3ce9bb17dbf22908af242",
+    TEST_FILE: "6a9d39ce52fa85953c5834695b8534a30ed8cfd54971fb2f080b5a24d002b951",
+}
+DEFAULT_URL = "https://raw.githubusercontent.com/snn-data/catvnoncat/main"
+IMAGE_SHAPE = (64, 64, 3)
+
+_HOW_TO_SUPPLY = (
+    f"pass --data DIR or set SNN_DATA_DIR to a folder holding {TRAIN_FILE} and {TEST_FILE}"
+)
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing arrays with == has no single truth value
+class Dataset:
+    """Flattened images (n_x, m) and labels (1, m), all float64 and C-contiguous."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: tuple[str, ...]
+
+    @property
+    def n_x(self) -> int:
+        """Number of input features (rows of train_x)."""
+        return int(self.train_x.shape[0])
+
+
+def preprocess(images: np.ndarray) -> np.ndarray:
+    """(m, 64, 64, 3) uint8 -> (12288, m) float64 scaled to [0, 1].
+
+    Always C-contiguous, so every engine feeds BLAS the same memory layout and gets the
+    same floating-point results.
+    """
+    m = images.shape[0]
+    return np.ascontiguousarray(images.reshape(m, -1).T / 255.0)
+
+
+def _labels(y: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(y.reshape(1, -1), dtype=np.float64)
+
+
+def _dataset(h5: h5py.File, path: Path, key: str) -> np.ndarray:
+    if key not in h5:
+        raise DataError(f"{path.name} has no key '{key}' (in {path})")
+    item = h5[key]
+    if not isinstance(item, h5py.Dataset):
+        raise DataError(f"'{key}' in {path.name} is not a data set")
+    return item[()]
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise DataError(f"{path.name} not found in {path.parent}; {_HOW_TO_SUPPLY}")
+    if not h5py.is_hdf5(path):
+        raise DataError(f"{path} is not an HDF5 file")
+
+
+def images_from_h5(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read and validate '<split>_set_x' (m, 64, 64, 3) uint8 and '<split>_set_y' (m,) in {0, 1}."""
+    _check_file(path)
+    x_key, y_key = f"{split}_set_x", f"{split}_set_y"
+    try:
+        with h5py.File(path, "r") as h5:
+            x = _dataset(h5, path, x_key)
+            y = _dataset(h5, path, y_key)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+
+    if x.ndim != 4 or x.shape[1:] != IMAGE_SHAPE:
+        expected = "(m, " + ", ".join(map(str, IMAGE_SHAPE)) + ")"
+        raise DataError(f"'{x_key}' in {path.name} has shape {x.shape}; expected {expected}")
+    if x.dtype != np.uint8:
+        raise DataError(f"'{x_key}' in {path.name} has dtype {x.dtype}; expected uint8")
+    if y.ndim != 1:
+        raise DataError(f"'{y_key}' in {path.name} has shape {y.shape}; expected (m,)")
+    if len(y) != len(x):
+        raise DataError(
+            f"{path.name} has {len(x)} images in '{x_key}' but {len(y)} labels in '{y_key}'"
+        )
+    if y.dtype.kind not in "biuf" or not np.isin(y, (0, 1)).all():
+        raise DataError(f"'{y_key}' in {path.name} has labels outside {{0, 1}}")
+    return x, y
+
+
+def _classes(path: Path) -> tuple[str, ...]:
+    try:
+        with h5py.File(path, "r") as h5:
+            raw = _dataset(h5, path, "list_classes")
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    names = tuple(c.decode() if isinstance(c, bytes) else str(c) for c in np.ravel(raw))
+    if len(names) != 2:
+        raise DataError(f"'list_classes' in {path.name} has {len(names)} names; expected 2")
+    return names
+
+
+def read_h5_pair(folder: Path) -> Dataset:
+    """Read both files from folder and return the validated, preprocessed data set."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"data folder {folder} does not exist; {_HOW_TO_SUPPLY}")
+    train_path, test_path = folder / TRAIN_FILE, folder / TEST_FILE
+    for path in (train_path, test_path):
+        _check_file(path)
+    train_x, train_y = images_from_h5(train_path, "train")
+    test_x, test_y = images_from_h5(test_path, "test")
+    return Dataset(
+        train_x=preprocess(train_x),
+        train_y=_labels(train_y),
+        test_x=preprocess(test_x),
+        test_y=_labels(test_y),
+        classes=_classes(train_path),
+    )
+
+
+def cache_dir() -> Path:
+    """SNN_CACHE_DIR, else $XDG_CACHE_HOME/snn, else ~/.cache/snn."""
+    if explicit := os.environ.get("SNN_CACHE_DIR"):
+        return Path(explicit).expanduser()
+    if xdg := os.environ.get("XDG_CACHE_HOME"):
+        return Path(xdg).expanduser() / "snn"
+    return Path.home() / ".cache" / "snn"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _base_url(base_url: str | None) -> str:
+    return (base_url or os.environ.get("SNN_DATA_URL") or DEFAULT_URL).rstrip("/")
+
+
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        return str(exc.reason)
+    return str(exc) or type(exc).__name__
+
+
+def _download_file(url: str, target: Path, expected: str, timeout: float) -> None:
+    """Fetch url into target via a temporary file in the same folder, so target is either
+    untouched or complete and verified, whatever fails."""
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".part"
+        )
+    except OSError as exc:
+        raise DataError(f"cannot write to data folder {target.parent}: {exc}") from exc
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        received = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                request = urllib.request.Request(url, headers={"User-Agent": "snn"})
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    length = response.headers.get("Content-Length")
+                    while chunk := response.read(_CHUNK):
+                        digest.update(chunk)
+                        out.write(chunk)
+                        received += len(chunk)
+        except (OSError, http.client.HTTPException) as exc:  # URLError and timeouts are OSError
+            raise DataError(
+                f"download failed from {url}: {_failure(exc)}; instead, {_HOW_TO_SUPPLY}"
+            ) from exc
+        # A dropped connection can end the body early without an exception.
+        if length is not None and length.isdigit() and received != int(length):
+            raise DataError(
+                f"download failed from {url}: got {received} of {length} bytes; "
+                f"instead, {_HOW_TO_SUPPLY}"
+            )
+        actual = digest.hexdigest()
+        if actual != expected:
+            raise DataError(
+                f"checksum mismatch for {target.name} from {url}: "
+                f"expected sha256 {expected}, got {actual}"
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _prepare(dest: Path) -> Path:
+    dest = Path(dest)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create data folder {dest}: {exc}") from exc
+    return dest
+
+
+def download_dataset(dest: Path, base_url: str | None = None, timeout: float = 30) -> Path:
+    """Download and verify both files into dest (base URL: argument, SNN_DATA_URL, DEFAULT_URL)."""
+    dest = _prepare(dest)
+    base = _base_url(base_url)
+    for name in (TRAIN_FILE, TEST_FILE):
+        _download_file(f"{base}/{name}", dest / name, SHA256[name], timeout)
+    return dest
+
+
+def _ensure_cached(dest: Path) -> Path:
+    """Download only the files that are missing from dest or fail their checksum."""
+    dest = _prepare(dest)
+    base = _base_url(None)
+    for name in (TRAIN_FILE, TEST_FILE):
+        target = dest / name
+        if target.is_file() and _sha256(target) == SHA256[name]:
+            continue
+        _download_file(f"{base}/{name}", target, SHA256[name], timeout=30)
+    return dest
+
+
+def resolve_data_dir(data_dir: str | Path | None) -> Path:
+    """The argument, else SNN_DATA_DIR, else the user cache (downloaded on first use)."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    if env := os.environ.get("SNN_DATA_DIR"):
+        return Path(env).expanduser()
+    return _ensure_cached(cache_dir() / "catvnoncat")
+
+
+def load_dataset(data_dir: str | Path | None = None) -> Dataset:
+    """Locate the data set (see resolve_data_dir) and read it."""
+    return read_h5_pair(resolve_data_dir(data_dir))
+
+
+def synthetic_dataset(n_x: int = 12, m_train: int = 64, m_test: int = 16, seed: int = 0) -> Dataset:
+    """A small, learnable stand-in: two gaussian blobs in [0, 1]^n_x, balanced 0/1 labels.
+
+    The same arguments always give the same bytes.
+    """
+    if n_x < 1 or m_train < 1 or m_test < 0:
+        raise ValueError(
+            f"need n_x >= 1, m_train >= 1, m_test >= 0; got {n_x}, {m_train}, {m_test}"
+        )
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0.25, 0.75, size=(2, n_x))
+    m = m_train + m_test
+    y = rng.permutation(np.arange(m) % 2)
+    x = np.clip(centres[y] + rng.normal(0.0, 0.1, size=(m, n_x)), 0.0, 1.0)
+    x_t = np.ascontiguousarray(x.T, dtype=np.float64)
+    labels = y.astype(np.float64).reshape(1, m)
+    return Dataset(
+        train_x=np.ascontiguousarray(x_t[:, :m_train]),
+        train_y=np.ascontiguousarray(labels[:, :m_train]),
+        test_x=np.ascontiguousarray(x_t[:, m_train:]),
+        test_y=np.ascontiguousarray(labels[:, m_train:]),
+        classes=("non-cat", "cat"),
+    )

@@ -1,0 +1,187 @@
+"""Driving a stack (deployed on AWS, or embedded in an emulator) through its public APIs:
+upload the inputs, start the execution, follow the run, collect the run folder's contents.
+
+The local and AWS engines run this same code; only the clients' endpoint differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from snn import store as keys
+from snn.data import TEST_FILE, TRAIN_FILE
+from snn.engines import OnEpoch
+from snn.errors import RunFailed, SnnError
+from snn.parameters import Parameters
+from snn.report import RunResult, load_model
+
+# AWS limits the local engine enforces (moto does not).
+MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_HISTORY_EVENTS = 25_000
+
+
+@dataclass
+class Stack:
+    bucket: str
+    table: str
+    state_machine_arn: str
+    s3: Any
+    dynamodb: Any
+    sfn: Any
+
+    @property
+    def runs(self) -> keys.DynamoRunTable:
+        return keys.DynamoRunTable(self.table, self.dynamodb)
+
+    @property
+    def objects(self) -> keys.S3Store:
+        return keys.S3Store(self.bucket, self.s3)
+
+
+def upload_inputs(stack: Stack, run_id: str, p: Parameters, data_dir: Path) -> dict[str, str]:
+    """The execution input: the run id and the S3 keys of its parameters and data. The h5 files
+    are stored by content (sha256), so runs on the same data share one copy."""
+    keys.check_run_id(run_id)
+    if stack.runs.get(run_id) is not None:
+        raise SnnError(f"run {run_id} already exists in table {stack.table}")
+    event = {"run_id": run_id, "parameters_key": keys.parameters_key(run_id)}
+    for field, name in (("train_key", TRAIN_FILE), ("test_key", TEST_FILE)):
+        data = (data_dir / name).read_bytes()
+        key = keys.upload_key(hashlib.sha256(data).hexdigest(), name)
+        stack.objects.put_bytes(key, data)
+        event[field] = key
+    stack.objects.put_bytes(event["parameters_key"], p.to_json().encode())
+    return event
+
+
+def start(stack: Stack, event: dict[str, str], name: str) -> str:
+    response = stack.sfn.start_execution(
+        stateMachineArn=stack.state_machine_arn, name=name, input=json.dumps(event)
+    )
+    return response["executionArn"]
+
+
+def follow(
+    stack: Stack,
+    run_id: str,
+    execution_arn: str,
+    on_epoch: OnEpoch | None = None,
+    poll_seconds: float = 0.2,
+    check: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Wait for the execution to end, reporting each newly committed epoch's cost on the way.
+    `check` runs at every poll (the local engine enforces AWS quotas there)."""
+    reported = 0
+    while True:
+        description = stack.sfn.describe_execution(executionArn=execution_arn)
+        record = stack.runs.get(run_id) or {}
+        committed = int(record.get("committed_epoch", 0))
+        costs = record.get("costs", {})
+        while reported < committed and str(reported) in costs:
+            if on_epoch:
+                on_epoch(reported, float(costs[str(reported)]))
+            reported += 1
+        if description["status"] != "RUNNING":
+            return description
+        if check:
+            check()
+        time.sleep(poll_seconds)
+
+
+def history(stack: Stack, execution_arn: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000}
+    while True:
+        page = stack.sfn.get_execution_history(**kwargs)
+        events.extend(page["events"])
+        token = page.get("nextToken")
+        if not token:
+            return events
+        kwargs["nextToken"] = token
+
+
+def history_length(stack: Stack, execution_arn: str) -> int:
+    """Events so far, from the newest event's id (one cheap call)."""
+    page = stack.sfn.get_execution_history(
+        executionArn=execution_arn, maxResults=1, reverseOrder=True
+    )
+    return int(page["events"][0]["id"]) if page["events"] else 0
+
+
+def execution_stats(events: list[dict[str, Any]]) -> dict[str, int]:
+    """Counts from an execution history: what AWS bills (state transitions) and what ran."""
+    return {
+        "history_events": len(events),
+        "state_transitions": sum(1 for e in events if e["type"].endswith("StateEntered")),
+        "lambda_invocations": sum(
+            1 for e in events if e["type"] in ("TaskScheduled", "LambdaFunctionScheduled")
+        ),
+    }
+
+
+def oversized_payload(events: list[dict[str, Any]]) -> str | None:
+    """The first state whose input or output is over 256 KB, as AWS would have failed it."""
+    for e in events:
+        for details_name in ("stateEnteredEventDetails", "stateExitedEventDetails"):
+            details = e.get(details_name)
+            if not details:
+                continue
+            for field in ("input", "output"):
+                size = len(details.get(field, "").encode())
+                if size > MAX_PAYLOAD_BYTES:
+                    return f"state {details.get('name')} {field} is {size} bytes"
+    return None
+
+
+def failure_cause(stack: Stack, run_id: str, description: dict[str, Any]) -> RunFailed:
+    """A few lines that say what failed, where, and how to look further."""
+    events = history(stack, description["executionArn"])
+    failed_state = None
+    for e in events:
+        if e["type"].endswith("StateEntered"):
+            current = e["stateEnteredEventDetails"]["name"]
+        if e["type"].endswith("Failed") and failed_state is None and "current" in locals():
+            failed_state = current
+    error = description.get("error") or "unknown error"
+    cause = (description.get("cause") or "").strip()
+    try:
+        cause = json.loads(cause).get("errorMessage", cause)
+    except (json.JSONDecodeError, AttributeError):
+        pass
+    lines = [
+        f"run {run_id} failed: execution {description['status'].lower()}",
+        f"  error: {error}",
+    ]
+    if cause:
+        lines.append(f"  cause: {cause[:500]}")
+    if failed_state:
+        lines.append(f"  state: {failed_state}")
+    return RunFailed("\n".join(lines))
+
+
+def collect(
+    stack: Stack, run_id: str, engine: str, wall_seconds: float, extra: dict[str, Any]
+) -> RunResult:
+    record = stack.runs.get(run_id)
+    if record is None or record.get("status") != "SUCCEEDED":
+        raise RunFailed(f"run {run_id} has not succeeded (status {record and record['status']})")
+    weights = load_model(io.BytesIO(stack.objects.get_bytes(keys.model_key(run_id))))
+    return RunResult(
+        run_id=run_id,
+        engine=engine,
+        parameters=Parameters.from_json(record["parameters"]).to_dict(),
+        costs=keys.costs_in_order(record),
+        weights=weights,
+        train_accuracy=float(record["train_accuracy"]),
+        test_accuracy=float(record["test_accuracy"]),
+        confusion_matrix={k: int(v) for k, v in record["confusion_matrix"].items()},
+        wall_seconds=wall_seconds,
+        extra=extra,
+    )

@@ -1,0 +1,43 @@
+"""Init stage: create the run from parameters.json and the data set's two h5 files in S3."""
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from snn import stages
+from snn.data import TEST_FILE, TRAIN_FILE, read_h5_pair
+from snn.errors import EventError, SnnError
+from snn.handlers import stage
+from snn.parameters import Parameters
+from snn.store import parameters_key
+
+UPLOAD_KEY = re.compile(r"^uploads/[0-9a-f]{64}/[\w.-]{1,100}$")
+
+
+def _init(
+    ctx: stages.Context, run_id: str, parameters_key: str, train_key: str, test_key: str
+) -> dict[str, Any]:
+    for name, key in (("train_key", train_key), ("test_key", test_key)):
+        if not UPLOAD_KEY.match(key):
+            raise EventError(f"{name} {key!r} is not an upload key uploads/<sha256>/<file>")
+    if parameters_key != _expected_parameters_key(run_id):
+        raise EventError(
+            f"parameters_key must be {_expected_parameters_key(run_id)!r}, got {parameters_key!r}"
+        )
+    try:
+        p = Parameters.from_json(ctx.store.get_bytes(parameters_key).decode("utf-8"))
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, TRAIN_FILE).write_bytes(ctx.store.get_bytes(train_key))
+            Path(tmp, TEST_FILE).write_bytes(ctx.store.get_bytes(test_key))
+            dataset = read_h5_pair(Path(tmp))
+    except SnnError as exc:
+        raise EventError(str(exc)) from None
+    return stages.init(ctx, run_id, p, dataset)
+
+
+def _expected_parameters_key(run_id: str) -> str:
+    return parameters_key(run_id)
+
+
+handler = stage("run_id", "parameters_key", "train_key", "test_key")(_init)

@@ -1,0 +1,186 @@
+"""The mathematics of a fully connected network, as plain numpy functions.
+
+Notation (one column per example, as in the classic course this project follows):
+
+    A[0] = X                      the input, shape (n_x, m)
+    Z[l] = W[l] . A[l-1] + b[l]   the linear step of layer l, shape (n_l, m)
+    A[l] = g[l](Z[l])             the activation of layer l
+    cost = binary cross-entropy of A[L] against the labels Y, shape (1, m)
+
+Every function here is pure: arrays in, new arrays out, no I/O, nothing mutated. Each one works
+on a *slice of neurons* (rows lo..hi of a layer) as well as on a whole layer, because the state
+machine fans a layer out over many Lambda invocations, each computing a few neurons:
+
+    rows of Z[l]          = W[l][rows] . A[l-1] + b[l][rows]
+    rows of dW[l], db[l]  come from the same rows of dZ[l] only
+    dA[l-1]               = sum over the slices of W[l][rows].T . dZ[l][rows]
+
+The last line is the one place where slicing changes the arithmetic: the sum over neurons is
+split into partial sums. Engines therefore add the partials in slice order, and compare bit for
+bit only runs with the same slice size.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+Array = np.ndarray
+
+# --- activations and their derivatives ----------------------------------------------------------
+
+
+def sigmoid(Z: Array) -> Array:
+    return 1 / (1 + np.exp(-Z))
+
+
+def relu(Z: Array) -> Array:
+    return np.maximum(0, Z)
+
+
+def tanh(Z: Array) -> Array:
+    return np.tanh(Z)
+
+
+def sigmoid_backward(dA: Array, Z: Array) -> Array:
+    """dZ = dA * s * (1 - s), with s = sigmoid(Z)."""
+    s = 1 / (1 + np.exp(-Z))
+    return dA * s * (1 - s)
+
+
+def relu_backward(dA: Array, Z: Array) -> Array:
+    """dZ = dA where Z > 0, else 0."""
+    dZ = np.array(dA, copy=True)
+    dZ[Z <= 0] = 0
+    return dZ
+
+
+def tanh_backward(dA: Array, Z: Array) -> Array:
+    """dZ = dA * (1 - tanh(Z)^2)."""
+    return dA * (1 - np.tanh(Z) ** 2)
+
+
+ACTIVATIONS: dict[str, tuple[Callable[[Array], Array], Callable[[Array, Array], Array]]] = {
+    "relu": (relu, relu_backward),
+    "sigmoid": (sigmoid, sigmoid_backward),
+    "tanh": (tanh, tanh_backward),
+}
+
+
+def activate(Z: Array, activation: str) -> Array:
+    """A = g(Z) for the named activation."""
+    return ACTIVATIONS[activation][0](Z)
+
+
+def activation_backward(dA: Array, Z: Array, activation: str) -> Array:
+    """dZ = dA * g'(Z) for the named activation."""
+    return ACTIVATIONS[activation][1](dA, Z)
+
+
+# --- initialisation -----------------------------------------------------------------------------
+
+INITIALIZATIONS = ("scaled", "xavier", "he")
+
+
+def initialize(
+    layer_dims: Sequence[int], seed: int, initialization: str = "scaled"
+) -> list[tuple[Array, Array]]:
+    """Weights and biases for every layer, [(W1, b1), ..., (WL, bL)].
+
+    The generator is seeded once, then the layers are drawn in order, W before b, so a network
+    initialised here equals the reference network drawn the same way:
+
+        scaled: W = randn(n_l, n_prev) * 0.01
+        xavier: W = randn(n_l, n_prev) / sqrt(n_prev)
+        he:     W = randn(n_l, n_prev) * sqrt(2 / n_prev)
+        b = zeros((n_l, 1))
+    """
+    np.random.seed(seed)
+    params = []
+    for n_prev, n in itertools.pairwise(layer_dims):
+        W = np.random.randn(n, n_prev)
+        if initialization == "scaled":
+            W = W * 0.01
+        elif initialization == "xavier":
+            W = W / np.sqrt(n_prev)
+        elif initialization == "he":
+            W = W * np.sqrt(2 / n_prev)
+        else:
+            raise ValueError(f"unknown initialization {initialization!r}")
+        params.append((W, np.zeros((n, 1))))
+    return params
+
+
+# --- forward ------------------------------------------------------------------------------------
+
+
+def linear_forward(W: Array, b: Array, A_prev: Array) -> Array:
+    """Z = W . A_prev + b (for a whole layer, or for a slice of its neurons)."""
+    return W.dot(A_prev) + b
+
+
+def forward(params: Sequence[tuple[Array, Array]], activations: Sequence[str], X: Array) -> Array:
+    """A[L] for the whole network, layer by layer (used to predict)."""
+    A = X
+    for (W, b), g in zip(params, activations, strict=True):
+        A = activate(linear_forward(W, b, A), g)
+    return A
+
+
+# --- cost ---------------------------------------------------------------------------------------
+
+
+def cost(AL: Array, Y: Array) -> float:
+    """Binary cross-entropy: -1/m * sum(Y log(AL) + (1 - Y) log(1 - AL))."""
+    m = Y.shape[1]
+    c = (1.0 / m) * (-np.dot(Y, np.log(AL).T) - np.dot(1 - Y, np.log(1 - AL).T))
+    return float(np.squeeze(c))
+
+
+def cost_gradient(AL: Array, Y: Array) -> Array:
+    """dA[L] = d cost / d A[L] = -(Y / AL - (1 - Y) / (1 - AL))."""
+    return -(np.divide(Y, AL) - np.divide(1 - Y, 1 - AL))
+
+
+# --- backward -----------------------------------------------------------------------------------
+
+
+def linear_backward(dZ: Array, A_prev: Array, W: Array) -> tuple[Array, Array, Array]:
+    """Gradients of the linear step: dW = dZ . A_prev.T / m, db = mean of dZ, dA_prev = W.T . dZ.
+
+    For a slice of neurons, dA_prev is that slice's *partial* contribution; the full dA_prev is
+    the sum of the partials of every slice of the layer (see `sum_partials`).
+    """
+    m = A_prev.shape[1]
+    dW = 1.0 / m * np.dot(dZ, A_prev.T)
+    db = 1.0 / m * np.sum(dZ, axis=1, keepdims=True)
+    dA_prev = np.dot(W.T, dZ)
+    return dW, db, dA_prev
+
+
+def sum_partials(partials: Sequence[Array]) -> Array:
+    """dA[l-1] from the per-slice partials of layer l, added in slice order (a fixed order, so
+    every engine gets the same bits for the same slicing)."""
+    total = partials[0]
+    for p in partials[1:]:
+        total = total + p
+    return total
+
+
+# --- update and prediction ----------------------------------------------------------------------
+
+
+def update(W: Array, b: Array, dW: Array, db: Array, learning_rate: float) -> tuple[Array, Array]:
+    """One step of gradient descent."""
+    return W - learning_rate * dW, b - learning_rate * db
+
+
+def predict(AL: Array) -> Array:
+    """Labels 0/1 from the output probabilities: 1 where A[L] > 0.5."""
+    return (AL > 0.5).astype(np.int64)
+
+
+def accuracy(AL: Array, Y: Array) -> float:
+    return float(np.mean(predict(AL) == Y))

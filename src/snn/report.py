@@ -1,0 +1,114 @@
+"""The run folder: what every engine leaves behind, in the same form.
+
+metrics.json   run_id, engine, parameters, costs (every epoch), accuracies, confusion matrix,
+               wall time, and engine-specific counts (executions, transitions, ...)
+model.npz      W1, b1, ..., WL, bL
+cost.png       the cost curve
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Weights = list[tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    engine: str
+    parameters: dict[str, Any]
+    costs: list[float]
+    weights: Weights
+    train_accuracy: float
+    test_accuracy: float
+    confusion_matrix: dict[str, int]
+    wall_seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "engine": self.engine,
+            "parameters": self.parameters,
+            "epochs": len(self.costs),
+            "costs": self.costs,
+            "final_cost": self.costs[-1] if self.costs else None,
+            "train_accuracy": self.train_accuracy,
+            "test_accuracy": self.test_accuracy,
+            "confusion_matrix": self.confusion_matrix,
+            "wall_seconds": self.wall_seconds,
+            **self.extra,
+        }
+
+
+def save_model(target: Path | io.BytesIO, weights: Weights) -> None:
+    arrays = {}
+    for layer, (W, b) in enumerate(weights, 1):
+        arrays[f"W{layer}"] = W
+        arrays[f"b{layer}"] = b
+    np.savez(target, **arrays)
+
+
+def model_bytes(weights: Weights) -> bytes:
+    buf = io.BytesIO()
+    save_model(buf, weights)
+    return buf.getvalue()
+
+
+def load_model(path: Path) -> Weights:
+    with np.load(path, allow_pickle=False) as z:
+        layers = sorted(int(k[1:]) for k in z.files if k.startswith("W"))
+        return [(z[f"W{layer}"], z[f"b{layer}"]) for layer in layers]
+
+
+def plot_costs(path: Path, costs: list[float], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.plot(range(len(costs)), costs, color="tab:blue", linewidth=1.5)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cost (binary cross-entropy)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_run_folder(out: Path, result: RunResult) -> Path:
+    """Write the folder whole or not at all: the files go to a temporary folder beside `out`,
+    which then takes its place."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / "metrics.json").write_text(json.dumps(result.metrics(), indent=2) + "\n")
+        save_model(tmp / "model.npz", result.weights)
+        plot_costs(
+            tmp / "cost.png",
+            result.costs,
+            f"SNN run {result.run_id} ({result.engine} engine)",
+        )
+        if out.exists():
+            for item in tmp.iterdir():
+                os.replace(item, out / item.name)
+            tmp.rmdir()
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
