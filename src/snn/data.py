@@ -25,7 +25,12 @@ SHA256: dict[str, str] = {
     TRAIN_FILE: "fbe56ab67c3ae28d564e3a644189117976d6b31af0a3ce9bb17dbf22908af242",
     TEST_FILE: "6a9d39ce52fa85953c5834695b8534a30ed8cfd54971fb2f080b5a24d002b951",
 }
-DEFAULT_URL = "https://raw.githubusercontent.com/snn-data/catvnoncat/main"
+# A public mirror of the course files, pinned to one commit; the sha256 values above guard it.
+# Override with SNN_DATA_URL.
+DEFAULT_URL = (
+    "https://raw.githubusercontent.com/Youngyi/DeepLearning/"
+    "dff21304241c5e651d4a6680cba6e23c3990e915/datasets"
+)
 IMAGE_SHAPE = (64, 64, 3)
 
 _HOW_TO_SUPPLY = (
@@ -51,7 +56,8 @@ class Dataset:
 
 
 def preprocess(images: np.ndarray) -> np.ndarray:
-    """(m, 64, 64, 3) uint8 -> (12288, m) float64 scaled to [0, 1].
+    """(m, S, S, 3) uint8 -> (S * S * 3, m) float64 scaled to [0, 1] (12288 rows for the real
+    64x64 images).
 
     Always C-contiguous, so every engine feeds BLAS the same memory layout and gets the
     same floating-point results.
@@ -81,7 +87,11 @@ def _check_file(path: Path) -> None:
 
 
 def images_from_h5(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read and validate '<split>_set_x' (m, 64, 64, 3) uint8 and '<split>_set_y' (m,) in {0, 1}."""
+    """Read and validate '<split>_set_x' (m, S, S, 3) uint8 and '<split>_set_y' (m,) in {0, 1}.
+
+    The real images are 64x64 (IMAGE_SHAPE); any square size S >= 1 is accepted, so small
+    stand-ins in the same layout can exercise the same code (see `read_h5_pair` for the check
+    that both files agree)."""
     _check_file(path)
     x_key, y_key = f"{split}_set_x", f"{split}_set_y"
     try:
@@ -91,9 +101,11 @@ def images_from_h5(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
 
-    if x.ndim != 4 or x.shape[1:] != IMAGE_SHAPE:
-        expected = "(m, " + ", ".join(map(str, IMAGE_SHAPE)) + ")"
-        raise DataError(f"'{x_key}' in {path.name} has shape {x.shape}; expected {expected}")
+    if x.ndim != 4 or x.shape[1] != x.shape[2] or x.shape[1] < 1 or x.shape[3] != 3:
+        raise DataError(
+            f"'{x_key}' in {path.name} has shape {x.shape}; expected (m, S, S, 3): m square "
+            f"RGB images of S x S pixels (the real data set's are {_shape_text(IMAGE_SHAPE)})"
+        )
     if x.dtype != np.uint8:
         raise DataError(f"'{x_key}' in {path.name} has dtype {x.dtype}; expected uint8")
     if y.ndim != 1:
@@ -105,6 +117,10 @@ def images_from_h5(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     if y.dtype.kind not in "biuf" or not np.isin(y, (0, 1)).all():
         raise DataError(f"'{y_key}' in {path.name} has labels outside {{0, 1}}")
     return x, y
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return " x ".join(map(str, shape))
 
 
 def _classes(path: Path) -> tuple[str, ...]:
@@ -129,6 +145,12 @@ def read_h5_pair(folder: Path) -> Dataset:
         _check_file(path)
     train_x, train_y = images_from_h5(train_path, "train")
     test_x, test_y = images_from_h5(test_path, "test")
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise DataError(
+            f"images in {TRAIN_FILE} are {_shape_text(train_x.shape[1:])} but images in "
+            f"{TEST_FILE} are {_shape_text(test_x.shape[1:])}; both files must hold images of "
+            f"one size (in {folder})"
+        )
     return Dataset(
         train_x=preprocess(train_x),
         train_y=_labels(train_y),
@@ -277,3 +299,59 @@ def synthetic_dataset(n_x: int = 12, m_train: int = 64, m_test: int = 16, seed: 
         test_y=np.ascontiguousarray(labels[:, m_train:]),
         classes=("non-cat", "cat"),
     )
+
+
+def write_h5_pair(
+    folder: str | Path,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    classes: tuple[str, ...] = ("non-cat", "cat"),
+) -> Path:
+    """Write a data set as the two h5 files of the real one, in its layout: in each file
+    '<split>_set_x' (m, S, S, 3) uint8, '<split>_set_y' (m,) int64 and 'list_classes' (bytes).
+    Labels may be given as (m,) or (1, m). Returns the folder (created if need be); reading it
+    back goes through `read_h5_pair`."""
+    pairs = []
+    for split, images, labels in (
+        ("train", train_images, train_labels),
+        ("test", test_images, test_labels),
+    ):
+        images, labels = np.asarray(images), np.asarray(labels).reshape(-1)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+            raise ValueError(
+                f"{split} images must be uint8 (m, H, W, 3), got {images.dtype} {images.shape}"
+            )
+        if len(labels) != len(images) or not np.isin(labels, (0, 1)).all():
+            raise ValueError(f"{split} labels must be {len(images)} values in {{0, 1}}")
+        pairs.append((split, images, labels.astype(np.int64)))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = np.array([c.encode() for c in classes])
+    for (split, images, labels), name in zip(pairs, (TRAIN_FILE, TEST_FILE), strict=True):
+        with h5py.File(folder / name, "w") as h5:
+            h5.create_dataset(f"{split}_set_x", data=images)
+            h5.create_dataset(f"{split}_set_y", data=labels)
+            h5.create_dataset("list_classes", data=names)
+    return folder
+
+
+def synthetic_images(
+    size: int = 4, m_train: int = 40, m_test: int = 12, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Small images in the real layout, for `write_h5_pair`: (train_images, train_labels,
+    test_images, test_labels), images (m, size, size, 3) uint8, labels (m,) int64 in {0, 1}.
+
+    Each class is one mean image plus noise, so the classes are separable (learnable); labels
+    are balanced. The same arguments always give the same bytes.
+    """
+    if size < 1 or m_train < 1 or m_test < 1:
+        raise ValueError(f"need size, m_train, m_test >= 1; got {size}, {m_train}, {m_test}")
+    rng = np.random.default_rng(seed)
+    means = rng.uniform(48.0, 208.0, size=(2, size, size, 3))
+    m = m_train + m_test
+    labels = rng.permutation(np.arange(m) % 2).astype(np.int64)
+    noise = rng.normal(0.0, 16.0, size=(m, size, size, 3))
+    images = np.clip(np.rint(means[labels] + noise), 0, 255).astype(np.uint8)
+    return images[:m_train], labels[:m_train], images[m_train:], labels[m_train:]

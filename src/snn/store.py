@@ -43,7 +43,7 @@ SPLITS = ("train", "test")
 
 def check_run_id(run_id: Any) -> str:
     """A run id becomes part of S3 keys: only letters, digits, '-' and '_' (no '/', no '..')."""
-    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id):
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
         raise EventError(
             f"invalid run_id {run_id!r}: use 1-80 letters, digits, '-' or '_', "
             "starting with a letter or digit"

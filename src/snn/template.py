@@ -40,7 +40,7 @@ _CfnLoader.add_multi_constructor("!", _tag)
 
 def load_yaml(path: Path) -> dict[str, Any]:
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)
     except (OSError, yaml.YAMLError) as exc:
         raise TemplateError(f"{path}: cannot be read as a template ({exc})") from None
 

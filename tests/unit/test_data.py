@@ -140,6 +140,93 @@ def test_read_valid_pair(tmp_path: Path) -> None:
     assert ds.classes == ("non-cat", "cat")
 
 
+@pytest.mark.parametrize("size", [1, 3, 8])
+def test_read_pair_of_any_square_size(tmp_path: Path, size: int) -> None:
+    rng = np.random.default_rng(size)
+    train = rng.integers(0, 256, size=(5, size, size, 3), dtype=np.uint8)
+    test = rng.integers(0, 256, size=(3, size, size, 3), dtype=np.uint8)
+    data.write_h5_pair(tmp_path, train, [0, 1, 1, 0, 1], test, [1, 0, 0])
+    ds = data.read_h5_pair(tmp_path)
+    assert ds.n_x == size * size * 3
+    assert ds.train_x.shape == (size * size * 3, 5) and ds.test_x.shape == (size * size * 3, 3)
+    np.testing.assert_array_equal(ds.train_x, train.reshape(5, -1).T / 255.0)
+    np.testing.assert_array_equal(ds.test_y, [[1.0, 0.0, 0.0]])
+
+
+def test_test_file_of_another_size_is_rejected(tmp_path: Path) -> None:
+    _write_pair(tmp_path)
+    _write_h5(
+        tmp_path / TEST_FILE,
+        test_set_x=np.zeros((2, 8, 8, 3), np.uint8),
+        test_set_y=np.array([0, 1]),
+        list_classes=CLASSES,
+    )
+    with pytest.raises(DataError, match="64 x 64 x 3 but images in test_catvnoncat.h5 are 8 x 8"):
+        data.read_h5_pair(tmp_path)
+
+
+def test_write_h5_pair_uses_the_real_layout(tmp_path: Path) -> None:
+    real = {
+        TRAIN_FILE: {"list_classes", "train_set_x", "train_set_y"},
+        TEST_FILE: {"list_classes", "test_set_x", "test_set_y"},
+    }
+    train_x, train_y, test_x, test_y = data.synthetic_images(size=5, m_train=6, m_test=4)
+    assert data.write_h5_pair(tmp_path / "d", train_x, train_y, test_x, test_y) == tmp_path / "d"
+    for name, split, x, y in ((TRAIN_FILE, "train", train_x, train_y),
+                              (TEST_FILE, "test", test_x, test_y)):
+        with h5py.File(tmp_path / "d" / name, "r") as h5:
+            assert set(h5) == real[name]
+            assert h5[f"{split}_set_x"].dtype == np.uint8
+            assert h5[f"{split}_set_x"].shape == x.shape
+            assert h5[f"{split}_set_y"].shape == (len(y),)
+            np.testing.assert_array_equal(h5[f"{split}_set_x"][()], x)
+            np.testing.assert_array_equal(h5[f"{split}_set_y"][()], y)
+            assert list(h5["list_classes"][()]) == [b"non-cat", b"cat"]
+    assert data.read_h5_pair(tmp_path / "d").classes == ("non-cat", "cat")
+
+
+@pytest.mark.parametrize(
+    ("images", "labels"),
+    [
+        (np.zeros((2, 4, 4, 3), np.float64), [0, 1]),
+        (np.zeros((2, 4, 4), np.uint8), [0, 1]),
+        (np.zeros((2, 4, 4, 3), np.uint8), [0, 1, 1]),
+        (np.zeros((2, 4, 4, 3), np.uint8), [0, 2]),
+    ],
+    ids=["float-images", "three-d", "label-count", "label-2"],
+)
+def test_write_h5_pair_rejects_what_read_would_reject(
+    tmp_path: Path, images: np.ndarray, labels: list[int]
+) -> None:
+    good = np.zeros((1, 4, 4, 3), np.uint8)
+    with pytest.raises(ValueError, match="train"):
+        data.write_h5_pair(tmp_path, images, labels, good, [0])
+    assert not (tmp_path / TRAIN_FILE).exists()
+
+
+def test_synthetic_images_are_deterministic_and_well_formed() -> None:
+    a = data.synthetic_images(size=4, m_train=40, m_test=12, seed=0)
+    b = data.synthetic_images()
+    c = data.synthetic_images(seed=1)
+    shapes = [(40, 4, 4, 3), (40,), (12, 4, 4, 3), (12,)]
+    assert [x.shape for x in a] == shapes
+    assert [x.dtype for x in a] == [np.uint8, np.int64, np.uint8, np.int64]
+    assert all(x.tobytes() == y.tobytes() for x, y in zip(a, b, strict=True))
+    assert a[0].tobytes() != c[0].tobytes()
+    labels = np.concatenate([a[1], a[3]])
+    assert set(np.unique(labels)) == {0, 1} and labels.sum() == len(labels) // 2
+
+
+def test_synthetic_images_are_learnable() -> None:
+    """A nearest-class-mean rule fitted on the train images must classify the test images."""
+    train_x, train_y, test_x, test_y = data.synthetic_images(size=4, m_train=40, m_test=40)
+    flat = train_x.reshape(len(train_x), -1).astype(np.float64)
+    mean1, mean0 = flat[train_y == 1].mean(axis=0), flat[train_y == 0].mean(axis=0)
+    t = test_x.reshape(len(test_x), -1).astype(np.float64)
+    predicted = ((t - mean1) ** 2).sum(axis=1) < ((t - mean0) ** 2).sum(axis=1)
+    assert (predicted == test_y.astype(bool)).mean() >= 0.95
+
+
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist") as info:
         data.read_h5_pair(tmp_path / "nowhere")
@@ -182,9 +269,13 @@ def _rewrite_train(folder: Path, **overrides: np.ndarray | None) -> None:
         ({"list_classes": None}, ["list_classes", TRAIN_FILE]),
         (
             {"train_set_x": np.zeros((4, 32, 32, 3), np.uint8)},
-            ["(4, 32, 32, 3)", "(m, 64, 64, 3)"],
+            ["32 x 32 x 3", "64 x 64 x 3", TRAIN_FILE, TEST_FILE, "one size"],
         ),
-        ({"train_set_x": np.zeros((4, 12288), np.uint8)}, ["(4, 12288)", "(m, 64, 64, 3)"]),
+        ({"train_set_x": np.zeros((4, 12288), np.uint8)}, ["(4, 12288)", "(m, S, S, 3)"]),
+        ({"train_set_x": np.zeros((4, 64, 64), np.uint8)}, ["(4, 64, 64)", "(m, S, S, 3)"]),
+        ({"train_set_x": np.zeros((4, 64, 64, 4), np.uint8)}, ["(4, 64, 64, 4)", "(m, S, S, 3)"]),
+        ({"train_set_x": np.zeros((4, 64, 32, 3), np.uint8)}, ["(4, 64, 32, 3)", "(m, S, S, 3)"]),
+        ({"train_set_x": np.zeros((4, 0, 0, 3), np.uint8)}, ["(4, 0, 0, 3)", "(m, S, S, 3)"]),
         ({"train_set_x": _images(4).astype(np.float32)}, ["float32", "uint8"]),
         ({"train_set_y": np.array([0, 1, 2, 1])}, ["outside {0, 1}", "train_set_y"]),
         ({"train_set_y": np.array([0.0, 0.5, 1.0, 1.0])}, ["outside {0, 1}"]),
@@ -195,8 +286,12 @@ def _rewrite_train(folder: Path, **overrides: np.ndarray | None) -> None:
         "missing-y",
         "missing-x",
         "missing-classes",
-        "wrong-image-size",
+        "train-test-size-mismatch",
         "flat-images",
+        "three-d-images",
+        "four-channels",
+        "not-square",
+        "zero-size",
         "wrong-dtype",
         "label-2",
         "label-half",

@@ -100,12 +100,15 @@ class LambdaService:
         with self._lock:
             self.invocations[name] += 1
         if len(body) > stack.MAX_PAYLOAD_BYTES:
-            return self._answer(_error("States.DataLimitExceeded",
-                                       f"payload to {name} is {len(body)} bytes"), "Unhandled")
+            return self._answer(
+                _error("States.DataLimitExceeded", f"payload to {name} is {len(body)} bytes"),
+                "Unhandled",
+            )
         handler = self.handlers.get(name)
         if handler is None:
-            return self._answer(_error("ResourceNotFoundException", f"no function {name}"),
-                                "Unhandled")
+            return self._answer(
+                _error("ResourceNotFoundException", f"no function {name}"), "Unhandled"
+            )
         context = LambdaContext(name, timeout_seconds=self.timeouts.get(name, 120))
         try:
             result = handler(json.loads(body), context)
@@ -115,8 +118,11 @@ class LambdaService:
                 self.errors[type(exc).__name__] += 1
             payload, function_error = _error(type(exc).__name__, str(exc), exc), "Unhandled"
         if len(payload) > stack.MAX_PAYLOAD_BYTES:
-            payload = _error("States.DataLimitExceeded", f"result of {name} is {len(payload)} "
-                             f"bytes, over the {stack.MAX_PAYLOAD_BYTES}-byte limit")
+            payload = _error(
+                "States.DataLimitExceeded",
+                f"result of {name} is {len(payload)} "
+                f"bytes, over the {stack.MAX_PAYLOAD_BYTES}-byte limit",
+            )
             function_error = "Unhandled"
         return self._answer(payload, function_error)
 
@@ -129,8 +135,12 @@ class LambdaService:
             "StatusCode": 200,
             "ExecutedVersion": "$LATEST",
             "Payload": StreamingBody(io.BytesIO(payload), len(payload)),
-            "ResponseMetadata": {"HTTPStatusCode": 200, "RequestId": str(uuid.uuid4()),
-                                 "HTTPHeaders": {}, "RetryAttempts": 0},
+            "ResponseMetadata": {
+                "HTTPStatusCode": 200,
+                "RequestId": str(uuid.uuid4()),
+                "HTTPHeaders": {},
+                "RetryAttempts": 0,
+            },
         }
         if function_error:
             parsed["FunctionError"] = function_error
@@ -164,9 +174,7 @@ class EmbeddedStack:
         table_id, table_props = self.template.one("AWS::DynamoDB::Table")
         sm_id, _ = self.template.state_machine()
         names = {bucket_id: f"snn-local-{self.suffix}", table_id: f"snn-local-runs-{self.suffix}"}
-        arns = {
-            fid: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{fid}" for fid in functions
-        }
+        arns = {fid: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{fid}" for fid in functions}
         function_env = self._function_environment(functions, names)
         handlers = {fid: _import_handler(f.handler) for fid, f in functions.items()}
 
@@ -175,15 +183,20 @@ class EmbeddedStack:
             self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
             self._mock.start()
             _reset_caches()
-            session = boto3.DEFAULT_SESSION or boto3.setup_default_session() or boto3.DEFAULT_SESSION
-            s3, dynamodb, sfn = (session.client(s, region_name=REGION)
-                                 for s in ("s3", "dynamodb", "stepfunctions"))
+            session = (
+                boto3.DEFAULT_SESSION or boto3.setup_default_session() or boto3.DEFAULT_SESSION
+            )
+            s3, dynamodb, sfn = (
+                session.client(s, region_name=REGION) for s in ("s3", "dynamodb", "stepfunctions")
+            )
             s3.create_bucket(Bucket=names[bucket_id])
             dynamodb.create_table(TableName=names[table_id], **_table_definition(table_props))
             definition = self.template.definition({**arns, **names})
             arn = sfn.create_state_machine(
-                name=f"{sm_id}-{self.suffix}", definition=definition,
-                roleArn=f"arn:aws:iam::{ACCOUNT}:role/{sm_id}Role", type="STANDARD",
+                name=f"{sm_id}-{self.suffix}",
+                definition=definition,
+                roleArn=f"arn:aws:iam::{ACCOUNT}:role/{sm_id}Role",
+                type="STANDARD",
             )["stateMachineArn"]
             self.lambdas = LambdaService(handlers, {fid: 120 for fid in functions})
             session.events.register("before-call.lambda.Invoke", self.lambdas.on_before_call)
@@ -196,8 +209,9 @@ class EmbeddedStack:
 
     def __exit__(self, *exc: object) -> None:
         if self.lambdas is not None:
-            self._session.events.unregister("before-call.lambda.Invoke",
-                                            self.lambdas.on_before_call)
+            self._session.events.unregister(
+                "before-call.lambda.Invoke", self.lambdas.on_before_call
+            )
         if self._mock is not None:
             self._mock.stop()
             self._mock = None
@@ -254,6 +268,25 @@ def _reset_caches() -> None:
     store.reset_clients()
 
 
+class QuotaGuard:
+    """Stops the execution, as AWS fails it, once its history passes the Standard quota. Reading
+    the history is not free here, so it is counted about once a second."""
+
+    def __init__(self, st: stack.Stack, execution_arn: str, every_seconds: float = 1.0) -> None:
+        self.st, self.execution_arn, self.every = st, execution_arn, every_seconds
+        self.exceeded = 0
+        self._next = time.monotonic() + every_seconds
+
+    def check(self) -> None:
+        if time.monotonic() < self._next or self.exceeded:
+            return
+        self._next = time.monotonic() + self.every
+        length = stack.history_length(self.st, self.execution_arn)
+        if length > stack.MAX_HISTORY_EVENTS:
+            self.exceeded = length
+            self.st.sfn.stop_execution(executionArn=self.execution_arn)
+
+
 # --- the engine -----------------------------------------------------------------------------------
 
 
@@ -271,35 +304,23 @@ def train(
         event = stack.upload_inputs(st, run_id, p, data_dir)
         execution_arn = stack.start(st, event, name=run_id)
 
-        def check_quota() -> None:
-            if stack.history_length(st, execution_arn) > stack.MAX_HISTORY_EVENTS:
-                st.sfn.stop_execution(
-                    executionArn=execution_arn, error="States.Runtime",
-                    cause=f"execution history over the quota of {stack.MAX_HISTORY_EVENTS} "
-                          "events of a Standard execution",
-                )
-
-        description = stack.follow(st, run_id, execution_arn, on_epoch, check=check_quota)
+        quota = QuotaGuard(st, execution_arn)
+        description = stack.follow(st, run_id, execution_arn, on_epoch, check=quota.check)
+        if quota.exceeded:
+            cause = (
+                f"execution history reached {quota.exceeded} events, over the quota of "
+                f"{stack.MAX_HISTORY_EVENTS} events of a Standard execution"
+            )
+            st.runs.update(run_id, {"status": "FAILED", "error": "States.Runtime", "cause": cause})
+            raise RunFailed(f"run {run_id} failed: States.Runtime: {cause}")
         events = stack.history(st, execution_arn)
         if description["status"] != "SUCCEEDED":
             raise stack.failure_cause(st, run_id, description)
         oversized = stack.oversized_payload(events)
         if oversized:
             raise RunFailed(f"run {run_id} failed: States.DataLimitExceeded: {oversized}")
-        record = st.runs.get(run_id) or {}
-        stats = stack.execution_stats(events)
-        extra = {
-            "executions": [{
-                "name": description["name"],
-                "status": description["status"],
-                "history_events": stats["history_events"],
-                "first_epoch": 0,
-                "last_epoch": int(record.get("committed_epoch", 0)) - 1,
-            }],
-            "state_transitions": stats["state_transitions"],
-            "lambda_invocations": stats["lambda_invocations"],
-            "lambda_invocations_served": sum(embedded.lambdas.invocations.values()),
-        }
+        extra = stack.run_summary(st, run_id, description, events)
+        extra["lambda_invocations_served"] = sum(embedded.lambdas.invocations.values())
         return stack.collect(st, run_id, "local", time.perf_counter() - start, extra)
 
 

@@ -6,6 +6,7 @@ The local and AWS engines run this same code; only the clients' endpoint differs
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -108,11 +109,14 @@ def history(stack: Stack, execution_arn: str) -> list[dict[str, Any]]:
 
 
 def history_length(stack: Stack, execution_arn: str) -> int:
-    """Events so far, from the newest event's id (one cheap call)."""
-    page = stack.sfn.get_execution_history(
+    """Events so far. On AWS one cheap call (the newest event's id); an emulator that ignores
+    reverseOrder/maxResults answers with the whole history, which is counted instead."""
+    events = stack.sfn.get_execution_history(
         executionArn=execution_arn, maxResults=1, reverseOrder=True
-    )
-    return int(page["events"][0]["id"]) if page["events"] else 0
+    )["events"]
+    if len(events) > 1:
+        return len(events)
+    return int(events[0]["id"]) if events else 0
 
 
 def execution_stats(events: list[dict[str, Any]]) -> dict[str, int]:
@@ -140,30 +144,52 @@ def oversized_payload(events: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def failure_cause(stack: Stack, run_id: str, description: dict[str, Any]) -> RunFailed:
-    """A few lines that say what failed, where, and how to look further."""
-    events = history(stack, description["executionArn"])
-    failed_state = None
+def failed_state(events: list[dict[str, Any]]) -> str | None:
+    """The innermost state that was running when the first failure happened."""
+    current = None
     for e in events:
-        if e["type"].endswith("StateEntered"):
-            current = e["stateEnteredEventDetails"]["name"]
-        if e["type"].endswith("Failed") and failed_state is None and "current" in locals():
-            failed_state = current
+        details = e.get("stateEnteredEventDetails")
+        if details:
+            current = details["name"]
+        elif e["type"].endswith("Failed"):
+            return current
+    return None
+
+
+def failure_cause(stack: Stack, run_id: str, description: dict[str, Any]) -> RunFailed:
+    """A few lines that say what failed, where, and in which run."""
+    state = failed_state(history(stack, description["executionArn"]))
     error = description.get("error") or "unknown error"
     cause = (description.get("cause") or "").strip()
-    try:
+    with contextlib.suppress(json.JSONDecodeError, AttributeError):
         cause = json.loads(cause).get("errorMessage", cause)
-    except (json.JSONDecodeError, AttributeError):
-        pass
-    lines = [
-        f"run {run_id} failed: execution {description['status'].lower()}",
-        f"  error: {error}",
-    ]
+    lines = [f"run {run_id} failed: execution {description['status'].lower()}", f"  error: {error}"]
     if cause:
         lines.append(f"  cause: {cause[:500]}")
-    if failed_state:
-        lines.append(f"  state: {failed_state}")
+    if state:
+        lines.append(f"  state: {state}")
     return RunFailed("\n".join(lines))
+
+
+def run_summary(
+    stack: Stack, run_id: str, description: dict[str, Any], events: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """metrics.json's account of the executions: counted from their real histories."""
+    record = stack.runs.get(run_id) or {}
+    stats = execution_stats(events)
+    return {
+        "executions": [
+            {
+                "name": description["name"],
+                "status": description["status"],
+                "history_events": stats["history_events"],
+                "first_epoch": 0,
+                "last_epoch": int(record.get("committed_epoch", 0)) - 1,
+            }
+        ],
+        "state_transitions": stats["state_transitions"],
+        "lambda_invocations": stats["lambda_invocations"],
+    }
 
 
 def collect(

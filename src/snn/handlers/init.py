@@ -19,7 +19,7 @@ def _init(
     ctx: stages.Context, run_id: str, parameters_key: str, train_key: str, test_key: str
 ) -> dict[str, Any]:
     for name, key in (("train_key", train_key), ("test_key", test_key)):
-        if not UPLOAD_KEY.match(key):
+        if not UPLOAD_KEY.fullmatch(key):
             raise EventError(f"{name} {key!r} is not an upload key uploads/<sha256>/<file>")
     if parameters_key != _expected_parameters_key(run_id):
         raise EventError(

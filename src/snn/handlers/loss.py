@@ -14,6 +14,8 @@ metrics = Metrics(namespace="SNN", service="snn")
 
 def _loss(ctx: stages.Context, run_id: str, epoch: int) -> dict[str, Any]:
     result = stages.loss(ctx, run_id, epoch)
+    # Start clean: a flush with metrics disabled (the local engine) does not clear them.
+    metrics.clear_metrics()
     metrics.add_dimension(name="run_id", value=run_id)
     metrics.add_metric(name="Cost", unit=MetricUnit.NoUnit, value=result["cost"])
     metrics.add_metadata(key="epoch", value=epoch)

@@ -1,0 +1,260 @@
+"""Tests for snn.network: gradients against finite differences, computing a layer in slices of
+neurons, initialisation, cost and prediction."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from snn import network as nn
+from snn.data import synthetic_dataset
+
+# --- helpers -----------------------------------------------------------------------------------
+
+Params = list[tuple[np.ndarray, np.ndarray]]
+
+
+def forward_cache(params: Params, activations: list[str], X: np.ndarray):
+    """A[L] and, per layer, (A_prev, Z) for the backward pass."""
+    A, cache = X, []
+    for (W, b), g in zip(params, activations, strict=True):
+        Z = nn.linear_forward(W, b, A)
+        cache.append((A, Z))
+        A = nn.activate(Z, g)
+    return A, cache
+
+
+def analytic_gradients(params: Params, activations: list[str], X: np.ndarray, Y: np.ndarray):
+    """[(dW1, db1), ...] by backpropagation, from the module's backward functions only."""
+    AL, cache = forward_cache(params, activations, X)
+    dA = nn.cost_gradient(AL, Y)
+    grads: list[tuple[np.ndarray, np.ndarray]] = []
+    for (W, _), g, (A_prev, Z) in reversed(list(zip(params, activations, cache, strict=True))):
+        dZ = nn.activation_backward(dA, Z, g)
+        dW, db, dA = nn.linear_backward(dZ, A_prev, W)
+        grads.append((dW, db))
+    return grads[::-1]
+
+
+def network_cost(params: Params, activations: list[str], X: np.ndarray, Y: np.ndarray) -> float:
+    return nn.cost(nn.forward(params, activations, X), Y)
+
+
+def numerical_gradients(
+    params: Params, activations: list[str], X: np.ndarray, Y: np.ndarray, eps: float = 1e-7
+):
+    """Central differences of the cost with respect to every entry of every W and b."""
+    grads = []
+    for layer, (W, b) in enumerate(params):
+        pair = []
+        for which, M in ((0, W), (1, b)):
+            G = np.zeros_like(M)
+            for idx in np.ndindex(M.shape):
+                values = []
+                for sign in (1, -1):
+                    shifted = M.copy()
+                    shifted[idx] += sign * eps
+                    trial = list(params)
+                    trial[layer] = (shifted, b) if which == 0 else (W, shifted)
+                    values.append(network_cost(trial, activations, X, Y))
+                G[idx] = (values[0] - values[1]) / (2 * eps)
+            pair.append(G)
+        grads.append((pair[0], pair[1]))
+    return grads
+
+
+def flat(grads) -> np.ndarray:
+    return np.concatenate([g.ravel() for pair in grads for g in pair])
+
+
+# --- the gradient check ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hidden", ["relu", "tanh", "sigmoid"])
+def test_backpropagation_matches_central_differences(hidden: str) -> None:
+    ds = synthetic_dataset(n_x=5, m_train=16, m_test=1, seed=2)
+    X, Y = ds.train_x, ds.train_y
+    # xavier: weights of order 1/sqrt(n), so relu units are alive and the gradients large
+    # enough to compare; b non-zero so the bias gradients are exercised away from the origin.
+    params = [
+        (W, np.full_like(b, 0.1)) for W, b in nn.initialize([5, 4, 3, 1], seed=3,
+                                                             initialization="xavier")
+    ]
+    activations = [hidden, hidden, "sigmoid"]
+
+    # Central differences are meaningless across a relu kink: no Z may be within reach of eps.
+    _, cache = forward_cache(params, activations, X)
+    if hidden == "relu":
+        assert min(np.abs(Z).min() for _, Z in cache[:-1]) > 1e-4
+        assert all((Z > 0).any() for _, Z in cache[:-1]), "a relu layer is entirely dead"
+
+    numeric = flat(numerical_gradients(params, activations, X, Y, eps=1e-7))
+    analytic = flat(analytic_gradients(params, activations, X, Y))
+    assert numeric.shape == analytic.shape == (5 * 4 + 4 + 4 * 3 + 3 + 3 * 1 + 1,)
+    assert np.linalg.norm(analytic) > 1e-3  # a check of zero gradients would prove nothing
+    difference = np.linalg.norm(numeric - analytic) / (
+        np.linalg.norm(numeric) + np.linalg.norm(analytic)
+    )
+    assert difference < 1e-7, f"relative difference {difference:.3e}"
+
+
+def test_gradient_check_detects_a_wrong_derivative(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check above can fail: with a derivative off by 10 %, the difference is large."""
+    ds = synthetic_dataset(n_x=5, m_train=16, m_test=1, seed=2)
+    params = nn.initialize([5, 4, 3, 1], seed=3, initialization="xavier")
+    activations = ["tanh", "tanh", "sigmoid"]
+    right = nn.ACTIVATIONS["tanh"]
+    monkeypatch.setitem(
+        nn.ACTIVATIONS, "tanh", (right[0], lambda dA, Z: 1.1 * right[1](dA, Z))
+    )
+    numeric = flat(numerical_gradients(params, activations, ds.train_x, ds.train_y))
+    analytic = flat(analytic_gradients(params, activations, ds.train_x, ds.train_y))
+    difference = np.linalg.norm(numeric - analytic) / (
+        np.linalg.norm(numeric) + np.linalg.norm(analytic)
+    )
+    assert difference > 1e-3
+
+
+# --- a layer computed in slices of neurons -----------------------------------------------------
+
+# Rows of Z, dW and db computed from a slice of W / dZ may go through a different BLAS kernel
+# (e.g. gemv for one row, gemm for many) that adds the products in a different order, so they
+# equal the whole-layer rows up to rounding only: a relative tolerance of 1e-12 (about 5,000
+# ulps) is far above that rounding and far below any real error. dA_prev is a sum over the
+# neurons split into partial sums (one per slice), added in another order: the same tolerance.
+RTOL = 1e-12
+
+
+def _layer(n: int = 7, n_prev: int = 6, m: int = 9, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    W = rng.normal(size=(n, n_prev))
+    b = rng.normal(size=(n, 1))
+    A_prev = rng.uniform(0.1, 1.0, size=(n_prev, m))
+    dZ = rng.normal(size=(n, m))
+    return W, b, A_prev, dZ
+
+
+def _slices(n: int, size: int) -> list[tuple[int, int]]:
+    return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_layer_in_slices_equals_whole_layer(size: int) -> None:
+    W, b, A_prev, dZ = _layer()
+    Z = nn.linear_forward(W, b, A_prev)
+    dW, db, dA_prev = nn.linear_backward(dZ, A_prev, W)
+
+    partials = []
+    for lo, hi in _slices(W.shape[0], size):
+        Z_rows = nn.linear_forward(W[lo:hi], b[lo:hi], A_prev)
+        np.testing.assert_allclose(Z_rows, Z[lo:hi], rtol=RTOL, atol=0)
+        dW_rows, db_rows, partial = nn.linear_backward(dZ[lo:hi], A_prev, W[lo:hi])
+        np.testing.assert_allclose(dW_rows, dW[lo:hi], rtol=RTOL, atol=0)
+        np.testing.assert_allclose(db_rows, db[lo:hi], rtol=RTOL, atol=0)
+        assert partial.shape == dA_prev.shape
+        partials.append(partial)
+
+    np.testing.assert_allclose(nn.sum_partials(partials), dA_prev, rtol=RTOL, atol=0)
+    # ... and the partials do matter: leaving one out is far outside the tolerance.
+    assert not np.allclose(nn.sum_partials(partials[:-1]), dA_prev, rtol=1e-3, atol=0)
+
+
+def test_one_slice_of_the_whole_layer_is_bit_identical() -> None:
+    W, b, A_prev, dZ = _layer()
+    n = W.shape[0]
+    assert np.array_equal(nn.linear_forward(W[0:n], b[0:n], A_prev), nn.linear_forward(W, b, A_prev))
+    whole = nn.linear_backward(dZ, A_prev, W)
+    sliced = nn.linear_backward(dZ[0:n], A_prev, W[0:n])
+    for a, c in zip(sliced, whole, strict=True):
+        assert np.array_equal(a, c)
+    assert np.array_equal(nn.sum_partials([sliced[2]]), whole[2])
+
+
+def test_sum_partials_adds_in_slice_order() -> None:
+    # (a + b) + c differs from a + (b + c) here; the function must use the first.
+    a, b, c = np.array([1e16]), np.array([-1e16]), np.array([1.0])
+    assert nn.sum_partials([a, b, c])[0] == 1.0
+    assert nn.sum_partials([a, b + c])[0] == 0.0
+
+
+# --- initialisation ----------------------------------------------------------------------------
+
+
+def test_scaled_initialization_is_the_reference_draw() -> None:
+    params = nn.initialize([12288, 7, 1], seed=1, initialization="scaled")
+    # The first standard normal of seed 1, well known from the reference notebook.
+    assert params[0][0][0, 0] == 1.6243453636632417 * 0.01
+    np.random.seed(1)
+    W1 = np.random.randn(7, 12288) * 0.01
+    W2 = np.random.randn(1, 7) * 0.01
+    assert [W.shape for W, _ in params] == [(7, 12288), (1, 7)]
+    assert np.array_equal(params[0][0], W1) and np.array_equal(params[1][0], W2)
+    for (_, b), n in zip(params, (7, 1), strict=True):
+        assert b.shape == (n, 1) and not b.any()
+
+
+@pytest.mark.parametrize(
+    ("initialization", "scale"),
+    [("scaled", lambda n: 0.01), ("xavier", lambda n: 1 / math.sqrt(n)),
+     ("he", lambda n: math.sqrt(2 / n))],
+)
+def test_initialization_scale(initialization: str, scale) -> None:
+    dims = [12288, 7, 1]
+    params = nn.initialize(dims, seed=1, initialization=initialization)
+    np.random.seed(1)
+    for (W, _), n_prev, n in zip(params, dims[:-1], dims[1:], strict=True):
+        draw = np.random.randn(n, n_prev)
+        np.testing.assert_allclose(W, draw * scale(n_prev), rtol=1e-15, atol=0)
+    # The spread of the 86,016 weights of layer 1 is the intended one (within 2 %).
+    assert params[0][0].std() == pytest.approx(scale(12288), rel=0.02)
+
+
+def test_initialization_is_seeded_and_rejects_unknown_scheme() -> None:
+    a = nn.initialize([5, 3, 1], seed=7)
+    b = nn.initialize([5, 3, 1], seed=7)
+    c = nn.initialize([5, 3, 1], seed=8)
+    assert all(np.array_equal(x[0], y[0]) for x, y in zip(a, b, strict=True))
+    assert not np.array_equal(a[0][0], c[0][0])
+    with pytest.raises(ValueError, match="glorot"):
+        nn.initialize([5, 3, 1], seed=1, initialization="glorot")
+
+
+# --- cost, prediction ---------------------------------------------------------------------------
+
+
+def test_cost_of_a_known_example() -> None:
+    AL = np.array([[0.8, 0.9, 0.4]])
+    Y = np.array([[1.0, 1.0, 0.0]])
+    expected = -(math.log(0.8) + math.log(0.9) + math.log(0.6)) / 3
+    c = nn.cost(AL, Y)
+    assert isinstance(c, float)
+    assert c == pytest.approx(expected, rel=1e-15)
+    assert c == pytest.approx(0.2797765635793422, rel=1e-15)
+
+
+def test_cost_gradient_is_the_derivative_of_the_cost() -> None:
+    AL = np.array([[0.8, 0.9, 0.4]])
+    Y = np.array([[1.0, 1.0, 0.0]])
+    np.testing.assert_allclose(
+        nn.cost_gradient(AL, Y), [[-1 / 0.8, -1 / 0.9, 1 / 0.6]], rtol=1e-15
+    )
+
+
+def test_predict_threshold_is_strictly_above_one_half() -> None:
+    AL = np.array([[0.0, 0.4999999, 0.5, 0.5000001, 1.0]])
+    predicted = nn.predict(AL)
+    assert predicted.dtype.kind == "i"
+    assert predicted.tolist() == [[0, 0, 0, 1, 1]]
+    assert nn.accuracy(AL, np.array([[0, 0, 1, 1, 1]])) == 0.8
+
+
+@pytest.mark.parametrize("name", ["relu", "tanh", "sigmoid"])
+def test_activations_are_pure(name: str) -> None:
+    Z = np.array([[-2.0, -0.5, 0.0, 0.5, 2.0]])
+    dA = np.ones_like(Z)
+    before = Z.copy(), dA.copy()
+    nn.activate(Z, name)
+    nn.activation_backward(dA, Z, name)
+    assert np.array_equal(Z, before[0]) and np.array_equal(dA, before[1])

@@ -1,0 +1,231 @@
+"""Tests for snn.parameters: the seed file, every validation error, shards, round trips."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from snn.errors import ParametersError
+from snn.parameters import Parameters, Shard
+
+ROOT = Path(__file__).parents[2]
+SEED_FILE = ROOT / "parameters.json"
+
+SEED: dict[str, Any] = {
+    "epochs": 10,
+    "layers": 2,
+    "activations": {"layer1": "relu", "layer2": "sigmoid"},
+    "neurons": {"layer1": 3, "layer2": 1},
+    "learning_rate": 0.0075,
+}
+
+
+def test_seed_file_loads_with_defaults() -> None:
+    p = Parameters.load(SEED_FILE)
+    assert p == Parameters(
+        epochs=10,
+        layers=2,
+        activations=("relu", "sigmoid"),
+        neurons=(3, 1),
+        learning_rate=0.0075,
+    )
+    assert (p.seed, p.initialization, p.neurons_per_task) == (1, "scaled", 1)
+    assert p.layer_dims(12288) == [12288, 3, 1]
+    assert json.loads(SEED_FILE.read_text(encoding="utf-8")) == SEED
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    """The seed's parameters with top-level changes; a value of ... removes the key."""
+    raw = copy.deepcopy(SEED)
+    for k, v in changes.items():
+        if v is ...:
+            del raw[k]
+        else:
+            raw[k] = v
+    return raw
+
+
+def _map(key: str, **layers: Any) -> dict[str, Any]:
+    """The seed's parameters with one layer map changed; a value of ... removes the layer."""
+    raw = copy.deepcopy(SEED)
+    for k, v in layers.items():
+        if v is ...:
+            del raw[key][k]
+        else:
+            raw[key][k] = v
+    return raw
+
+
+# (raw parameters, fragments the message must contain: the field's name first)
+INVALID: dict[str, tuple[Any, list[str]]] = {
+    "missing-epochs": (_with(epochs=...), ['"epochs"', "missing"]),
+    "missing-two": (_with(neurons=..., learning_rate=...), ['"neurons"', '"learning_rate"']),
+    "unknown-key": (_with(momentum=0.9), ['"momentum"', "unknown"]),
+    "activations-missing-layer2": (_map("activations", layer2=...), ['"activations"', "layer2"]),
+    "neurons-extra-layer3": (_map("neurons", layer3=4), ['"neurons"', "unexpected layer3"]),
+    "activations-not-a-map": (_with(activations=["relu", "sigmoid"]), ['"activations"']),
+    "layers-disagree": (_with(layers=3), ['"activations"', "missing layer3"]),
+    "unknown-activation": (_map("activations", layer1="swish"), ['"activations.layer1"', "swish"]),
+    "neurons-zero": (_map("neurons", layer1=0), ['"neurons.layer1"', "0"]),
+    "neurons-negative": (_map("neurons", layer1=-3), ['"neurons.layer1"', "-3"]),
+    "neurons-float": (_map("neurons", layer1=2.5), ['"neurons.layer1"', "2.5"]),
+    "neurons-bool": (_map("neurons", layer1=True), ['"neurons.layer1"', "True"]),
+    "epochs-zero": (_with(epochs=0), ['"epochs"', "got 0"]),
+    "epochs-negative": (_with(epochs=-1), ['"epochs"', "got -1"]),
+    "epochs-bool": (_with(epochs=True), ['"epochs"', "True"]),
+    "epochs-string": (_with(epochs="10"), ['"epochs"', "'10'"]),
+    "layers-zero": (_with(layers=0), ['"layers"', "got 0"]),
+    "layers-negative": (_with(layers=-2), ['"layers"', "got -2"]),
+    "layers-bool": (_with(layers=True), ['"layers"', "True"]),
+    "lr-zero": (_with(learning_rate=0), ['"learning_rate"', "got 0"]),
+    "lr-negative": (_with(learning_rate=-0.01), ['"learning_rate"', "-0.01"]),
+    "lr-eleven": (_with(learning_rate=11), ['"learning_rate"', "got 11"]),
+    "lr-nan": (_with(learning_rate=math.nan), ['"learning_rate"', "nan"]),
+    "lr-inf": (_with(learning_rate=math.inf), ['"learning_rate"', "inf"]),
+    "lr-string": (_with(learning_rate="0.01"), ['"learning_rate"', "'0.01'"]),
+    "lr-bool": (_with(learning_rate=True), ['"learning_rate"', "True"]),
+    "last-layer-relu": (_map("activations", layer2="relu"), ["last layer", "layer2", "sigmoid"]),
+    "last-layer-two-neurons": (_map("neurons", layer2=2), ["last layer", "got 2"]),
+    "per-task-zero": (_with(neurons_per_task=0), ['"neurons_per_task"', "got 0"]),
+    "per-task-bool": (_with(neurons_per_task=True), ['"neurons_per_task"', "True"]),
+    "seed-negative": (_with(seed=-1), ['"seed"', "-1"]),
+    "seed-bool": (_with(seed=False), ['"seed"', "False"]),
+    "initialization-unknown": (_with(initialization="glorot"), ['"initialization"', "glorot"]),
+    "a-list": ([SEED], ["expected a JSON object", "list"]),
+    "a-number": (3, ["expected a JSON object", "int"]),
+}
+
+
+@pytest.mark.parametrize(("raw", "fragments"), INVALID.values(), ids=INVALID.keys())
+def test_invalid_parameters_name_the_field(raw: Any, fragments: list[str]) -> None:
+    with pytest.raises(ParametersError) as info:
+        Parameters.from_dict(raw)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(("raw", "fragments"), INVALID.values(), ids=INVALID.keys())
+def test_invalid_file_is_named_in_the_message(
+    tmp_path: Path, raw: Any, fragments: list[str]
+) -> None:
+    path = tmp_path / "params.json"
+    path.write_text(json.dumps(raw), encoding="utf-8")  # NaN and Infinity as Python writes them
+    with pytest.raises(ParametersError) as info:
+        Parameters.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ")
+    for fragment in fragments:
+        assert fragment in message
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("not json", "not valid JSON (line 1, column 1"),
+        ('{"epochs": 10,', "not valid JSON"),
+        ("", "not valid JSON"),
+        ("[1, 2]", "expected a JSON object, got list"),
+        ('"text"', "expected a JSON object, got str"),
+        ("null", "expected a JSON object, got NoneType"),
+    ],
+)
+def test_wrong_json_text(text: str, fragment: str) -> None:
+    with pytest.raises(ParametersError) as info:
+        Parameters.from_json(text, source="p.json")
+    assert str(info.value).startswith("p.json: ")
+    assert fragment in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere.json"
+    with pytest.raises(ParametersError, match="no such parameters file") as info:
+        Parameters.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    # A folder where a file is expected: cannot be read, whoever runs the test (root included).
+    with pytest.raises(ParametersError, match="cannot be read") as info:
+        Parameters.load(tmp_path)
+    assert str(tmp_path) in str(info.value)
+
+
+def test_file_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.json"
+    path.write_bytes(b'{"epochs": 10, "\xe9": 1}')
+    with pytest.raises(ParametersError, match="cannot be read"):
+        Parameters.load(path)
+
+
+def test_optional_fields_are_accepted() -> None:
+    p = Parameters.from_dict(
+        _with(seed=0, initialization="he", neurons_per_task=4, learning_rate=10)
+    )
+    assert (p.seed, p.initialization, p.neurons_per_task, p.learning_rate) == (0, "he", 4, 10.0)
+    assert isinstance(p.learning_rate, float)
+
+
+# --- shards ----------------------------------------------------------------------------------
+
+
+def _net(neurons: int, per_task: int) -> Parameters:
+    raw = _map("neurons", layer1=neurons)
+    raw["neurons_per_task"] = per_task
+    return Parameters.from_dict(raw)
+
+
+def test_shards_cover_the_layer_in_neuron_order() -> None:
+    p = _net(7, 3)
+    assert p.shards(1) == [Shard(1, 0, 0, 3), Shard(1, 1, 3, 6), Shard(1, 2, 6, 7)]
+    assert p.shards(2) == [Shard(2, 0, 0, 1)]
+    assert p.shard(1, 2) == Shard(1, 2, 6, 7)
+
+
+@pytest.mark.parametrize(("neurons", "per_task", "count"), [(3, 1, 3), (3, 3, 1), (3, 5, 1),
+                                                             (10, 4, 3), (4096, 1, 4096)])
+def test_shards_partition_the_layer(neurons: int, per_task: int, count: int) -> None:
+    shards = _net(neurons, per_task).shards(1)
+    assert len(shards) == count
+    assert [s.shard for s in shards] == list(range(count))
+    assert shards[0].lo == 0 and shards[-1].hi == neurons
+    assert all(a.hi == b.lo for a, b in zip(shards, shards[1:], strict=False))
+    assert all(0 < s.hi - s.lo <= per_task for s in shards)
+
+
+@pytest.mark.parametrize(("layer", "shard"), [(0, 0), (3, 0), (-1, 0), (1, 3), (1, -1), (2, 1)])
+def test_shard_out_of_range(layer: int, shard: int) -> None:
+    with pytest.raises(IndexError):
+        _net(7, 3).shard(layer, shard)
+
+
+# --- round trips -----------------------------------------------------------------------------
+
+
+def test_round_trip_to_dict_and_json() -> None:
+    p = Parameters.from_dict(
+        _with(seed=5, initialization="xavier", neurons_per_task=2, learning_rate=0.1 + 0.2)
+    )
+    d = p.to_dict()
+    assert d["activations"] == SEED["activations"] and d["neurons"] == SEED["neurons"]
+    assert Parameters.from_dict(d) == p
+    assert Parameters.from_json(p.to_json()) == p
+    assert Parameters.from_json(p.to_json()).learning_rate == 0.1 + 0.2  # bit for bit
+
+
+def test_seed_file_round_trips() -> None:
+    p = Parameters.load(SEED_FILE)
+    assert p.to_dict() == {**SEED, "seed": 1, "initialization": "scaled", "neurons_per_task": 1}
+    assert Parameters.from_json(p.to_json()) == p
+
+
+def test_with_epochs_changes_only_epochs_and_validates() -> None:
+    p = Parameters.load(SEED_FILE)
+    q = p.with_epochs(2)
+    assert q.epochs == 2 and q.to_dict() == {**p.to_dict(), "epochs": 2}
+    with pytest.raises(ParametersError, match='"epochs"'):
+        p.with_epochs(0)
