@@ -13,11 +13,14 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from snn.store import to_npy
 
 Weights = list[tuple[np.ndarray, np.ndarray]]
 
@@ -34,6 +37,7 @@ class RunResult:
     confusion_matrix: dict[str, int]
     wall_seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
+    neurons: bytes | None = None  # neurons.npz: what each neuron did during training
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -51,18 +55,27 @@ class RunResult:
         }
 
 
-def save_model(target: Path | io.BytesIO, weights: Weights) -> None:
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz archive whose bytes depend only on the arrays (np.savez stamps the time), so a
+    stage that writes one again writes the same bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            archive.writestr(info, to_npy(np.asarray(array)))
+    return buf.getvalue()
+
+
+def model_arrays(weights: Weights) -> dict[str, np.ndarray]:
     arrays = {}
     for layer, (W, b) in enumerate(weights, 1):
         arrays[f"W{layer}"] = W
         arrays[f"b{layer}"] = b
-    np.savez(target, **arrays)
+    return arrays
 
 
 def model_bytes(weights: Weights) -> bytes:
-    buf = io.BytesIO()
-    save_model(buf, weights)
-    return buf.getvalue()
+    return npz_bytes(model_arrays(weights))
 
 
 def load_model(path: Path) -> Weights:
@@ -96,7 +109,9 @@ def write_run_folder(out: Path, result: RunResult) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (tmp / "metrics.json").write_text(json.dumps(result.metrics(), indent=2) + "\n")
-        save_model(tmp / "model.npz", result.weights)
+        (tmp / "model.npz").write_bytes(model_bytes(result.weights))
+        if result.neurons:
+            (tmp / "neurons.npz").write_bytes(result.neurons)
         plot_costs(
             tmp / "cost.png",
             result.costs,

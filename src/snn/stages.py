@@ -24,8 +24,12 @@ from snn import store as keys
 from snn.data import Dataset
 from snn.errors import EventError
 from snn.parameters import Parameters, Shard
-from snn.report import model_bytes
+from snn.report import model_bytes, npz_bytes
 from snn.store import MatrixStore, MissingObject, RunTable
+
+# Per-neuron statistics are recorded at about this many epochs of a run (and at its last).
+NEURON_SAMPLES = 100
+NEURON_STATS = ("dW_norm", "db_abs", "Z_mean", "Z_std", "A_mean", "A_std")
 
 # How many old epochs survive a commit: the committed one and the one before, plus a checkpoint
 # every CHECKPOINT_EVERY epochs, so storage stays bounded however long the run.
@@ -181,7 +185,53 @@ def backward(ctx: Context, run_id: str, epoch: int, layer: int, shard: int) -> d
     ctx.store.put(keys.matrix_key(run_id, epoch, "db", layer, shard), db)
     if layer > 1:  # layer 1's dA_prev would be the gradient of the images: nobody needs it
         ctx.store.put(keys.matrix_key(run_id, epoch, "dA_prev", layer, shard), dA_prev)
+    if is_sampled(p, epoch):
+        A = nn.activate(Z, p.activations[layer - 1])
+        stats = np.column_stack(
+            [
+                np.linalg.norm(dW, axis=1),
+                np.abs(db[:, 0]),
+                Z.mean(axis=1),
+                Z.std(axis=1),
+                A.mean(axis=1),
+                A.std(axis=1),
+            ]
+        )
+        ctx.store.put(keys.neuron_stats_key(run_id, epoch, layer, shard), stats)
     return {"dW_norm": float(np.linalg.norm(dW)), "db_norm": float(np.linalg.norm(db))}
+
+
+def sampled_epochs(p: Parameters) -> list[int]:
+    """The epochs at which each neuron's statistics are recorded: evenly spaced, and the last."""
+    every = max(1, p.epochs // NEURON_SAMPLES)
+    return sorted({*range(0, p.epochs, every), p.epochs - 1})
+
+
+def is_sampled(p: Parameters, epoch: int) -> bool:
+    every = max(1, p.epochs // NEURON_SAMPLES)
+    return epoch % every == 0 or epoch == p.epochs - 1
+
+
+def neuron_history(ctx: Context, run_id: str) -> dict[str, np.ndarray]:
+    """All recorded statistics: `epochs` (k,), and for each layer l and statistic s an array
+    `{s}_layer{l}` of shape (k, neurons of layer l)."""
+    p = ctx.parameters(run_id)
+    epochs = sampled_epochs(p)
+    out: dict[str, np.ndarray] = {"epochs": np.array(epochs)}
+    for layer in range(1, p.layers + 1):
+        per_epoch = [
+            np.concatenate(
+                [
+                    ctx.store.get(keys.neuron_stats_key(run_id, e, layer, s.shard))
+                    for s in p.shards(layer)
+                ]
+            )
+            for e in epochs
+        ]
+        stacked = np.stack(per_epoch)  # (k, neurons, stats)
+        for i, name in enumerate(NEURON_STATS):
+            out[f"{name}_layer{layer}"] = stacked[:, :, i]
+    return out
 
 
 def update(ctx: Context, run_id: str, epoch: int, layer: int, shard: int) -> dict:
@@ -244,8 +294,9 @@ def evaluate(ctx: Context, run_id: str) -> dict:
         if split == "test":
             result["confusion_matrix"] = confusion_matrix(nn.predict(AL), Y)
     ctx.store.put_bytes(keys.model_key(run_id), model_bytes(weights))
+    ctx.store.put_bytes(keys.neurons_key(run_id), npz_bytes(neuron_history(ctx, run_id)))
     ctx.runs.update(run_id, {"status": "SUCCEEDED", **result})
-    return {**result, "model_key": keys.model_key(run_id)}
+    return {**result, "model_key": keys.model_key(run_id), "neurons_key": keys.neurons_key(run_id)}
 
 
 def record_failure(ctx: Context, run_id: str, error: str, cause: str) -> dict:

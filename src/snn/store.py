@@ -9,7 +9,9 @@ The key layout is defined here and nowhere else:
                                                           W, b: the weights *entering* epoch e
                                                           Z, A, dW, db, dA_prev: epoch e's work
     runs/{run_id}/epoch/{epoch:07d}/dAL.npy               d cost / d A[L] of epoch e
-    runs/{run_id}/model.npz                               the trained model
+    runs/{run_id}/neurons/epoch{e:07d}/layer{l:03d}/shard{s:05d}.npy
+                                                          per-neuron statistics, sampled epochs
+    runs/{run_id}/model.npz, neurons.npz                  the trained model; all neuron statistics
 
 Keys are immutable and versioned by epoch: a stage reads objects of its epoch and writes new
 keys only, and writing a key again writes the same bytes. That makes every stage safe to retry.
@@ -75,6 +77,19 @@ def matrix_key(run_id: str, epoch: int, name: str, layer: int, shard: int) -> st
 
 def output_gradient_key(run_id: str, epoch: int) -> str:
     return f"{epoch_prefix(run_id, epoch)}dAL.npy"
+
+
+def neuron_stats_key(run_id: str, epoch: int, layer: int, shard: int) -> str:
+    """Per-neuron statistics of a sampled epoch; outside the epoch prefix, so they survive the
+    garbage collection of old epochs."""
+    return (
+        f"{run_prefix(run_id)}neurons/epoch{_check_index('epoch', epoch):07d}/"
+        f"layer{_check_index('layer', layer, 1):03d}/shard{_check_index('shard', shard):05d}.npy"
+    )
+
+
+def neurons_key(run_id: str) -> str:
+    return f"{run_prefix(run_id)}neurons.npz"
 
 
 def data_key(run_id: str, split: str, part: str) -> str:
@@ -263,10 +278,10 @@ class MemoryRunTable:
         return self.items.get(run_id)
 
     def record_cost(self, run_id: str, epoch: int, cost: float) -> None:
-        self.items[run_id]["costs"][str(epoch)] = repr(cost)
+        self._item(run_id)["costs"][str(epoch)] = repr(cost)
 
     def commit(self, run_id: str, epoch: int) -> int:
-        item = self.items[run_id]
+        item = self._item(run_id)
         if item["committed_epoch"] != epoch:
             return _commit_outcome(run_id, epoch, item["committed_epoch"])
         item["committed_epoch"] = epoch + 1
@@ -274,7 +289,16 @@ class MemoryRunTable:
         return epoch + 1
 
     def update(self, run_id: str, fields: dict[str, Any]) -> None:
-        self.items[run_id].update(fields, updated_at=_now())
+        item = self._item(run_id)
+        fields = json.loads(json.dumps(fields))
+        if any(item.get(k) != v for k, v in fields.items()):
+            item.update(fields, updated_at=_now())
+
+    def _item(self, run_id: str) -> dict[str, Any]:
+        try:
+            return self.items[run_id]
+        except KeyError:
+            raise MissingObject(f"unknown run {run_id}") from None
 
 
 class DynamoRunTable:
@@ -335,17 +359,27 @@ class DynamoRunTable:
             return _commit_outcome(run_id, epoch, record["committed_epoch"])
 
     def update(self, run_id: str, fields: dict[str, Any]) -> None:
-        fields = {**fields, "updated_at": _now()}
+        """Set fields (and updated_at) only if one of them changes, so that a repeated update
+        leaves the record exactly as the first one did."""
+        n = len(fields)
         names = {f"#f{i}": k for i, k in enumerate(fields)}
         values = {f":v{i}": _to_value(v) for i, v in enumerate(fields.values())}
-        self.client.update_item(
-            TableName=self.table,
-            Key={"run_id": {"S": run_id}},
-            UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields))),
-            ConditionExpression="attribute_exists(run_id)",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
+        values[":now"] = {"S": _now()}
+        changes = " OR ".join(f"#f{i} <> :v{i} OR attribute_not_exists(#f{i})" for i in range(n))
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"run_id": {"S": run_id}},
+                UpdateExpression="SET "
+                + ", ".join(f"#f{i} = :v{i}" for i in range(n))
+                + ", updated_at = :now",
+                ConditionExpression=f"attribute_exists(run_id) AND ({changes})",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            if self.get(run_id) is None:
+                raise MissingObject(f"unknown run {run_id}") from None
 
 
 def _to_value(v: Any) -> dict[str, Any]:

@@ -21,15 +21,17 @@ from .test_reference import reference
 
 
 def three_layers(neurons_per_task: int, epochs: int = 4) -> Parameters:
-    return Parameters.from_dict({
-        "epochs": epochs,
-        "layers": 3,
-        "activations": {"layer1": "relu", "layer2": "tanh", "layer3": "sigmoid"},
-        "neurons": {"layer1": 5, "layer2": 3, "layer3": 1},
-        "learning_rate": 0.05,
-        "initialization": "xavier",
-        "neurons_per_task": neurons_per_task,
-    })
+    return Parameters.from_dict(
+        {
+            "epochs": epochs,
+            "layers": 3,
+            "activations": {"layer1": "relu", "layer2": "tanh", "layer3": "sigmoid"},
+            "neurons": {"layer1": 5, "layer2": 3, "layer3": 1},
+            "learning_rate": 0.05,
+            "initialization": "xavier",
+            "neurons_per_task": neurons_per_task,
+        }
+    )
 
 
 def assert_same_run(a, b) -> None:
@@ -55,8 +57,10 @@ def test_cli_default_engine_is_local_and_equals_direct(
     monkeypatch.chdir(ROOT)  # the seed's parameters.json and template.yaml, as a user runs it
     a, b = tmp_path / "local", tmp_path / "direct"
     assert main(["train", "--data", str(data_dir), "--out", str(a), "--quiet"]) == 0
-    assert main(["train", "--engine", "direct", "--data", str(data_dir), "--out", str(b),
-                 "--quiet"]) == 0
+    assert (
+        main(["train", "--engine", "direct", "--data", str(data_dir), "--out", str(b), "--quiet"])
+        == 0
+    )
     ma = json.loads((a / "metrics.json").read_text())
     mb = json.loads((b / "metrics.json").read_text())
     assert ma["engine"] == "local" and mb["engine"] == "direct"
@@ -65,7 +69,13 @@ def test_cli_default_engine_is_local_and_equals_direct(
     with np.load(a / "model.npz") as za, np.load(b / "model.npz") as zb:
         for k in ("W1", "b1", "W2", "b2"):
             assert np.array_equal(za[k], zb[k])
-    assert sorted(p.name for p in a.iterdir()) == ["cost.png", "metrics.json", "model.npz"]
+    assert sorted(p.name for p in a.iterdir()) == [
+        "cost.png",
+        "metrics.json",
+        "model.npz",
+        "neurons.npz",
+    ]
+    assert (a / "neurons.npz").read_bytes() == (b / "neurons.npz").read_bytes()
 
 
 @pytest.mark.parametrize("neurons_per_task", [1, 2])
@@ -130,9 +140,22 @@ def test_cli_reports_a_failed_run_in_a_few_lines(
     asl_path.write_text(asl_path.read_text().replace('"layer.$": "$.layer"', '"layer": 7', 1))
     params = tmp_path / "p.json"
     params.write_text(three_layers(1).to_json())
-    code = main(["train", "--params", str(params), "--data", str(synthetic_dir), "--template",
-                 str(template), "--out", str(tmp_path / "run"), "--run-id", "bad-layer",
-                 "--quiet"])
+    code = main(
+        [
+            "train",
+            "--params",
+            str(params),
+            "--data",
+            str(synthetic_dir),
+            "--template",
+            str(template),
+            "--out",
+            str(tmp_path / "run"),
+            "--run-id",
+            "bad-layer",
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert "Traceback" not in err
@@ -146,10 +169,14 @@ def test_a_state_output_over_256_kb_fails_as_on_aws(tmp_path: Path, synthetic_di
     asl_path = tmp_path / "statemachine" / "training.asl.json"
     asl = json.loads(asl_path.read_text())
     asl["States"]["Loss"]["Next"] = "Bloat"
-    asl["States"]["Bloat"] = {"Type": "Pass", "Result": "x" * (300 * 1024),
-                              "ResultPath": "$.bloat", "Next": "Backward"}
+    asl["States"]["Bloat"] = {
+        "Type": "Pass",
+        "Result": "x" * (300 * 1024),
+        "ResultPath": "$.bloat",
+        "Next": "Backward",
+    }
     asl_path.write_text(json.dumps(asl))
-    with pytest.raises(RunFailed, match="States.DataLimitExceeded"):
+    with pytest.raises(RunFailed, match=r"States\.DataLimitExceeded"):
         local.train(three_layers(1, epochs=1), synthetic_dir, "big", template_path=template)
 
 
@@ -158,8 +185,9 @@ def test_the_history_quota_fails_the_run(
 ) -> None:
     monkeypatch.setattr(stack, "MAX_HISTORY_EVENTS", 200)
     with pytest.raises(RunFailed, match="quota of 200 events"):
-        local.train(three_layers(1, epochs=50), synthetic_dir, "long",
-                    template_path=ROOT / "template.yaml")
+        local.train(
+            three_layers(1, epochs=50), synthetic_dir, "long", template_path=ROOT / "template.yaml"
+        )
 
 
 def test_functions_with_different_environments_are_refused(tmp_path: Path, synthetic_dir):

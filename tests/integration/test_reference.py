@@ -46,8 +46,20 @@ def test_cli_direct_engine_reproduces_the_reference(tmp_path: Path, data_dir: Pa
     params = tmp_path / "reference.json"
     params.write_text(json.dumps(reference()))
     out = tmp_path / "run"
-    code = main(["train", "--engine", "direct", "--params", str(params), "--data",
-                 str(data_dir), "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "train",
+            "--engine",
+            "direct",
+            "--params",
+            str(params),
+            "--data",
+            str(data_dir),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["costs"]) == 2500

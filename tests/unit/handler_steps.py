@@ -49,8 +49,7 @@ def epoch_events(plan: dict[str, Any], epoch: int) -> Iterator[tuple[str, dict[s
 
 def run_events(plan: dict[str, Any], epochs: range | None = None) -> None:
     """Every epoch of the plan (or the given ones), through the handlers."""
-    for epoch in epochs if epochs is not None else range(plan["progress"]["epoch"],
-                                                          plan["epochs"]):
+    for epoch in epochs if epochs is not None else range(plan["progress"]["epoch"], plan["epochs"]):
         for stage, event in epoch_events(plan, epoch):
             handler(stage)(event, None)
 

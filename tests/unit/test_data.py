@@ -161,7 +161,7 @@ def test_test_file_of_another_size_is_rejected(tmp_path: Path) -> None:
         test_set_y=np.array([0, 1]),
         list_classes=CLASSES,
     )
-    with pytest.raises(DataError, match="64 x 64 x 3 but images in test_catvnoncat.h5 are 8 x 8"):
+    with pytest.raises(DataError, match=r"64 x 64 x 3 but images in test_catvnoncat\.h5 are 8 x 8"):
         data.read_h5_pair(tmp_path)
 
 
@@ -172,8 +172,10 @@ def test_write_h5_pair_uses_the_real_layout(tmp_path: Path) -> None:
     }
     train_x, train_y, test_x, test_y = data.synthetic_images(size=5, m_train=6, m_test=4)
     assert data.write_h5_pair(tmp_path / "d", train_x, train_y, test_x, test_y) == tmp_path / "d"
-    for name, split, x, y in ((TRAIN_FILE, "train", train_x, train_y),
-                              (TEST_FILE, "test", test_x, test_y)):
+    for name, split, x, y in (
+        (TRAIN_FILE, "train", train_x, train_y),
+        (TEST_FILE, "test", test_x, test_y),
+    ):
         with h5py.File(tmp_path / "d" / name, "r") as h5:
             assert set(h5) == real[name]
             assert h5[f"{split}_set_x"].dtype == np.uint8

@@ -79,8 +79,8 @@ def test_backpropagation_matches_central_differences(hidden: str) -> None:
     # xavier: weights of order 1/sqrt(n), so relu units are alive and the gradients large
     # enough to compare; b non-zero so the bias gradients are exercised away from the origin.
     params = [
-        (W, np.full_like(b, 0.1)) for W, b in nn.initialize([5, 4, 3, 1], seed=3,
-                                                             initialization="xavier")
+        (W, np.full_like(b, 0.1))
+        for W, b in nn.initialize([5, 4, 3, 1], seed=3, initialization="xavier")
     ]
     activations = [hidden, hidden, "sigmoid"]
 
@@ -106,9 +106,7 @@ def test_gradient_check_detects_a_wrong_derivative(monkeypatch: pytest.MonkeyPat
     params = nn.initialize([5, 4, 3, 1], seed=3, initialization="xavier")
     activations = ["tanh", "tanh", "sigmoid"]
     right = nn.ACTIVATIONS["tanh"]
-    monkeypatch.setitem(
-        nn.ACTIVATIONS, "tanh", (right[0], lambda dA, Z: 1.1 * right[1](dA, Z))
-    )
+    monkeypatch.setitem(nn.ACTIVATIONS, "tanh", (right[0], lambda dA, Z: 1.1 * right[1](dA, Z)))
     numeric = flat(numerical_gradients(params, activations, ds.train_x, ds.train_y))
     analytic = flat(analytic_gradients(params, activations, ds.train_x, ds.train_y))
     difference = np.linalg.norm(numeric - analytic) / (
@@ -164,7 +162,9 @@ def test_layer_in_slices_equals_whole_layer(size: int) -> None:
 def test_one_slice_of_the_whole_layer_is_bit_identical() -> None:
     W, b, A_prev, dZ = _layer()
     n = W.shape[0]
-    assert np.array_equal(nn.linear_forward(W[0:n], b[0:n], A_prev), nn.linear_forward(W, b, A_prev))
+    assert np.array_equal(
+        nn.linear_forward(W[0:n], b[0:n], A_prev), nn.linear_forward(W, b, A_prev)
+    )
     whole = nn.linear_backward(dZ, A_prev, W)
     sliced = nn.linear_backward(dZ[0:n], A_prev, W[0:n])
     for a, c in zip(sliced, whole, strict=True):
@@ -197,8 +197,11 @@ def test_scaled_initialization_is_the_reference_draw() -> None:
 
 @pytest.mark.parametrize(
     ("initialization", "scale"),
-    [("scaled", lambda n: 0.01), ("xavier", lambda n: 1 / math.sqrt(n)),
-     ("he", lambda n: math.sqrt(2 / n))],
+    [
+        ("scaled", lambda n: 0.01),
+        ("xavier", lambda n: 1 / math.sqrt(n)),
+        ("he", lambda n: math.sqrt(2 / n)),
+    ],
 )
 def test_initialization_scale(initialization: str, scale) -> None:
     dims = [12288, 7, 1]
@@ -237,9 +240,7 @@ def test_cost_of_a_known_example() -> None:
 def test_cost_gradient_is_the_derivative_of_the_cost() -> None:
     AL = np.array([[0.8, 0.9, 0.4]])
     Y = np.array([[1.0, 1.0, 0.0]])
-    np.testing.assert_allclose(
-        nn.cost_gradient(AL, Y), [[-1 / 0.8, -1 / 0.9, 1 / 0.6]], rtol=1e-15
-    )
+    np.testing.assert_allclose(nn.cost_gradient(AL, Y), [[-1 / 0.8, -1 / 0.9, 1 / 0.6]], rtol=1e-15)
 
 
 def test_predict_threshold_is_strictly_above_one_half() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 from pathlib import Path
@@ -186,14 +187,15 @@ def test_shards_cover_the_layer_in_neuron_order() -> None:
     assert p.shard(1, 2) == Shard(1, 2, 6, 7)
 
 
-@pytest.mark.parametrize(("neurons", "per_task", "count"), [(3, 1, 3), (3, 3, 1), (3, 5, 1),
-                                                             (10, 4, 3), (4096, 1, 4096)])
+@pytest.mark.parametrize(
+    ("neurons", "per_task", "count"), [(3, 1, 3), (3, 3, 1), (3, 5, 1), (10, 4, 3), (4096, 1, 4096)]
+)
 def test_shards_partition_the_layer(neurons: int, per_task: int, count: int) -> None:
     shards = _net(neurons, per_task).shards(1)
     assert len(shards) == count
     assert [s.shard for s in shards] == list(range(count))
     assert shards[0].lo == 0 and shards[-1].hi == neurons
-    assert all(a.hi == b.lo for a, b in zip(shards, shards[1:], strict=False))
+    assert all(a.hi == b.lo for a, b in itertools.pairwise(shards))
     assert all(0 < s.hi - s.lo <= per_task for s in shards)
 
 

@@ -45,7 +45,10 @@ def test_key_layout() -> None:
     assert store.data_key("run-1", "test", "y") == "runs/run-1/data/test_y.npy"
     assert store.parameters_key("r") == "runs/r/parameters.json"
     assert store.model_key("r") == "runs/r/model.npz"
-    assert store.upload_key("a" * 64, "train_catvnoncat.h5") == f"uploads/{'a' * 64}/train_catvnoncat.h5"
+    assert (
+        store.upload_key("a" * 64, "train_catvnoncat.h5")
+        == f"uploads/{'a' * 64}/train_catvnoncat.h5"
+    )
 
 
 def test_matrix_keys_are_under_their_epoch_prefix() -> None:
@@ -139,14 +142,16 @@ def test_s3_put_get_round_trip_is_bit_exact(s3: Any) -> None:
         assert back.dtype == array.dtype and back.shape == array.shape
         assert back.tobytes() == array.tobytes(), name
         assert objects.get_bytes(key) == store.to_npy(array)
-    assert objects.get_cached("runs/r/random.npy").tobytes() == _awkward_arrays()["random"].tobytes()
+    assert (
+        objects.get_cached("runs/r/random.npy").tobytes() == _awkward_arrays()["random"].tobytes()
+    )
     objects.put_bytes("runs/r/raw", b"\x00\xffbytes")
     assert objects.get_bytes("runs/r/raw") == b"\x00\xffbytes"
 
 
 def test_s3_missing_key(s3: Any) -> None:
     objects = S3Store("matrices", s3)
-    with pytest.raises(MissingObject, match="runs/r/nothing.npy"):
+    with pytest.raises(MissingObject, match=r"runs/r/nothing\.npy"):
         objects.get("runs/r/nothing.npy")
     with pytest.raises(EventError):  # what the handlers reject an event with
         objects.get_cached("runs/r/nothing.npy")
@@ -282,7 +287,10 @@ def test_update_sets_fields(runs: Any) -> None:
     runs.update("r", {"status": "FAILED", "error": "E", "matrix": {"a": 1}, "none": None})
     record = runs.get("r")
     assert (record["status"], record["error"], record["matrix"], record["none"]) == (
-        "FAILED", "E", {"a": 1}, None
+        "FAILED",
+        "E",
+        {"a": 1},
+        None,
     )
 
 

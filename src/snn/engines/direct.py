@@ -11,7 +11,7 @@ from snn.data import Dataset
 from snn.engines import OnEpoch
 from snn.parameters import Parameters
 from snn.report import RunResult
-from snn.store import MemoryRunTable, MemoryStore, costs_in_order
+from snn.store import MemoryRunTable, MemoryStore, costs_in_order, neurons_key
 
 
 def train(
@@ -46,4 +46,5 @@ def train(
         test_accuracy=evaluation["test_accuracy"],
         confusion_matrix=evaluation["confusion_matrix"],
         wall_seconds=time.perf_counter() - start,
+        neurons=ctx.store.get_bytes(neurons_key(run_id)),
     )

@@ -269,10 +269,12 @@ def _reset_caches() -> None:
 
 
 class QuotaGuard:
-    """Stops the execution, as AWS fails it, once its history passes the Standard quota. Reading
-    the history is not free here, so it is counted about once a second."""
+    """Stops the execution, as AWS fails it, once its history passes the Standard quota.
 
-    def __init__(self, st: stack.Stack, execution_arn: str, every_seconds: float = 1.0) -> None:
+    Reading a long history is not free in the emulator (it is serialised whole), so it is
+    counted every few seconds; the whole history is checked again when the execution ends."""
+
+    def __init__(self, st: stack.Stack, execution_arn: str, every_seconds: float = 5.0) -> None:
         self.st, self.execution_arn, self.every = st, execution_arn, every_seconds
         self.exceeded = 0
         self._next = time.monotonic() + every_seconds
@@ -306,6 +308,9 @@ def train(
 
         quota = QuotaGuard(st, execution_arn)
         description = stack.follow(st, run_id, execution_arn, on_epoch, check=quota.check)
+        events = stack.history(st, execution_arn)
+        if len(events) > stack.MAX_HISTORY_EVENTS:
+            quota.exceeded = len(events)
         if quota.exceeded:
             cause = (
                 f"execution history reached {quota.exceeded} events, over the quota of "
@@ -313,7 +318,6 @@ def train(
             )
             st.runs.update(run_id, {"status": "FAILED", "error": "States.Runtime", "cause": cause})
             raise RunFailed(f"run {run_id} failed: States.Runtime: {cause}")
-        events = stack.history(st, execution_arn)
         if description["status"] != "SUCCEEDED":
             raise stack.failure_cause(st, run_id, description)
         oversized = stack.oversized_payload(events)

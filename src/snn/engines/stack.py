@@ -210,4 +210,5 @@ def collect(
         confusion_matrix={k: int(v) for k, v in record["confusion_matrix"].items()},
         wall_seconds=wall_seconds,
         extra=extra,
+        neurons=stack.objects.get_bytes(keys.neurons_key(run_id)),
     )

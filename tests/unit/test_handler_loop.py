@@ -1,0 +1,73 @@
+"""The Lambda handlers, called in the order of the state machine by a plain loop (no execution),
+give exactly the numbers of the direct engine: the same costs and final weights, bit for bit."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from snn import network as nn
+from snn import store as keys
+from snn.data import read_h5_pair
+from snn.engines import direct
+from snn.engines.stack import upload_inputs
+from snn.parameters import Parameters
+from snn.report import load_model
+from tests.unit.handler_steps import handler, run_events
+
+ROOT = Path(__file__).parents[2]
+
+
+def train_through_handlers(st: Any, p: Parameters, data_dir: Path, run_id: str):
+    """Costs (from the run record) and final weights (model.npz in S3) of a run whose every
+    stage is a handler invocation."""
+    plan = handler("init")(upload_inputs(st, run_id, p, data_dir), None)
+    run_events(plan)
+    handler("evaluate")({"run_id": run_id}, None)
+    record = st.runs.get(run_id)
+    assert record["status"] == "SUCCEEDED" and record["committed_epoch"] == p.epochs
+    model = load_model(io.BytesIO(st.objects.get_bytes(keys.model_key(run_id))))
+    return keys.costs_in_order(record), model
+
+
+def assert_same_weights(actual: list, expected: list) -> None:
+    assert len(actual) == len(expected)
+    for (W, b), (W_, b_) in zip(actual, expected, strict=True):
+        assert W.dtype == W_.dtype and W.shape == W_.shape and b.shape == b_.shape
+        assert W.tobytes() == W_.tobytes() and b.tobytes() == b_.tobytes()
+
+
+def test_seed_parameters_on_the_real_data(embedded_stack: Any, data_dir: Path) -> None:
+    p = Parameters.load(ROOT / "parameters.json")
+    assert (p.epochs, p.neurons, p.neurons_per_task) == (10, (3, 1), 1)
+    costs, weights = train_through_handlers(embedded_stack.stack, p, data_dir, "seed")
+    reference = direct.train(p, read_h5_pair(data_dir), "seed")
+    assert len(costs) == 10
+    assert costs == reference.costs  # == on floats: bit for bit
+    assert_same_weights(weights, reference.weights)
+    assert costs[-1] < costs[0]  # it does learn
+
+
+def test_three_layers_in_shards_of_two(embedded_stack: Any, synthetic_dir: Path) -> None:
+    p = Parameters.from_dict(
+        {
+            "epochs": 3,
+            "layers": 3,
+            "activations": {"layer1": "relu", "layer2": "tanh", "layer3": "sigmoid"},
+            "neurons": {"layer1": 5, "layer2": 3, "layer3": 1},
+            "learning_rate": 0.1,
+            "initialization": "xavier",
+            "neurons_per_task": 2,
+        }
+    )
+    assert [len(p.shards(layer)) for layer in (1, 2, 3)] == [3, 2, 1]
+    costs, weights = train_through_handlers(embedded_stack.stack, p, synthetic_dir, "three")
+    reference = direct.train(p, read_h5_pair(synthetic_dir), "three")
+    assert costs == reference.costs
+    assert_same_weights(weights, reference.weights)
+    assert [W.shape for W, _ in weights] == [(5, 48), (3, 5), (1, 3)]
+    initial = nn.initialize(p.layer_dims(48), p.seed, p.initialization)
+    assert all(not np.array_equal(W, W0) for (W, _), (W0, _) in zip(weights, initial, strict=True))
