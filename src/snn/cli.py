@@ -9,6 +9,7 @@ run) and exit non-zero: 2 for bad input, 1 for a run that failed. Never a traceb
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 import uuid
@@ -21,6 +22,7 @@ from rich.console import Console
 from snn import __version__
 from snn.errors import SnnError
 from snn.parameters import Parameters
+from snn.report import RunResult
 from snn.store import check_run_id
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -88,15 +90,23 @@ def progress(total: int, first: int, quiet: bool) -> Iterator[Callable[[int, flo
 
 def cmd_train(args: argparse.Namespace) -> int:
     from snn.data import load_dataset, resolve_data_dir
-    from snn.report import write_run_folder
+
+    if not 0 <= args.inject_faults <= 0.5:
+        raise UsageError(
+            f"--inject-faults must be a fraction from 0 to 0.5, got {args.inject_faults}"
+        )
+    if args.inject_faults and args.engine != "local":
+        raise UsageError("--inject-faults works with the local engine only")
+    if args.engine == "aws" and not args.stack:
+        raise UsageError("--engine aws needs the deployed stack's name: --stack NAME")
+    if args.resume:
+        return _resume(args)
 
     p = Parameters.load(args.params)
     if args.epochs is not None:
         if args.epochs < 1:
             raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
         p = p.with_epochs(args.epochs)
-    if args.engine == "aws" and not args.stack:
-        raise UsageError("--engine aws needs the deployed stack's name: --stack NAME")
     run_id = check_run_id(args.run_id) if args.run_id else new_run_id()
     folder = _run_folder(args.out, run_id)
     data_dir = resolve_data_dir(args.data)
@@ -116,18 +126,61 @@ def cmd_train(args: argparse.Namespace) -> int:
         elif args.engine == "local":
             from snn.engines import local
 
-            result = local.train(p, data_dir, run_id, on_epoch, template_path=args.template)
+            result = local.train(
+                p,
+                data_dir,
+                run_id,
+                on_epoch,
+                template_path=args.template,
+                fault_rate=args.inject_faults,
+                resume_dir=folder / "resume",
+            )
         else:
             from snn.engines import aws
 
             result = aws.train(p, data_dir, run_id, args.stack, on_epoch)
-    write_run_folder(folder, result)
+    return _finish(folder, result, args.quiet)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """--resume: a local run folder (saved when the run failed or was interrupted), or, with
+    --engine aws, the id of a run on the deployed stack."""
+    target = Path(args.resume)
+    if args.engine == "aws":
+        from snn.engines import aws
+
+        run_id = check_run_id(args.resume)
+        folder = _run_folder(args.out, run_id)
+        with progress(1, 0, True) as on_epoch:  # the total is known once the record is read
+            result = aws.resume(run_id, args.stack, on_epoch)
+        return _finish(folder, result, args.quiet)
+    if args.engine != "local":
+        raise UsageError("--resume works with the local engine (a run folder) or --engine aws")
+    from snn.engines import local
+
+    resume_dir = target / "resume"
+    run_id, committed, epochs = local.saved_run(resume_dir)
     if not args.quiet:
+        err.print(f"run {run_id}: resuming at epoch {committed} of {epochs}, local engine")
+    with progress(epochs, committed, args.quiet) as on_epoch:
+        result = local.resume(
+            resume_dir, on_epoch, template_path=args.template, fault_rate=args.inject_faults
+        )
+    _finish(target, result, args.quiet)
+    shutil.rmtree(resume_dir, ignore_errors=True)
+    return 0
+
+
+def _finish(folder: Path, result: RunResult, quiet: bool) -> int:
+    from snn.report import write_run_folder
+
+    write_run_folder(folder, result)
+    if not quiet:
         out.print(
             f"final cost {result.costs[-1]:.6f}  train accuracy {result.train_accuracy:.2f}  "
             f"test accuracy {result.test_accuracy:.2f}  ({result.wall_seconds:.1f} s)"
         )
-        out.print(f"run folder: {folder}  (metrics.json, model.npz, cost.png)")
+        out.print(f"run folder: {folder}  (metrics.json, model.npz, neurons.npz, cost.png)")
     return 0
 
 
@@ -163,8 +216,26 @@ def build_parser() -> argparse.ArgumentParser:
         default="template.yaml",
         help="the SAM template the local engine stands up (default: ./template.yaml)",
     )
+    train.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="carry on a failed or interrupted run from its last committed epoch: "
+        "its run folder (local engine), or its run id with --engine aws",
+    )
+    train.add_argument(
+        "--inject-faults",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="local engine: make this fraction of Lambda invocations fail, half "
+        "before the handler runs and half after (the response is lost)",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress output")
     train.set_defaults(func=cmd_train)
+
+    from snn.commands import register_all
+
+    register_all(sub)
     return parser
 
 

@@ -102,13 +102,34 @@ def _dA(ctx: Context, p: Parameters, run_id: str, epoch: int, s: Shard) -> np.nd
 # --- the stages --------------------------------------------------------------------------------
 
 
+# A Standard execution fails at 25,000 history events. A run is cut into executions of at most
+# this many planned events, which leaves room for retries (about 3 events each) and margin.
+EXECUTION_EVENT_BUDGET = 15_000
+EXECUTION_FIXED_EVENTS = 32  # start, Init, the last Choice, Evaluate or ContinueAsNew, end
+
+
+def events_per_epoch(p: Parameters) -> int:
+    """History events of one fault-free epoch of statemachine/training.asl.json: a Task is 5
+    events, a Map 4 plus 2 per iteration, a Choice 2. With L layers and S shards in all:
+    Choice 2, Forward 4 + sum(6 + 12 s_l), Loss 5, Backward 4 + sum(6 + 7 s_l),
+    Update 4 + 7 S, Commit 5; that is 24 + 12 L + 26 S."""
+    shards = sum(len(p.shards(layer)) for layer in range(1, p.layers + 1))
+    return 24 + 12 * p.layers + 26 * shards
+
+
+def epochs_per_execution(p: Parameters) -> int:
+    return max(1, (EXECUTION_EVENT_BUDGET - EXECUTION_FIXED_EVENTS) // events_per_epoch(p))
+
+
 def plan(p: Parameters, run_id: str, epoch: int) -> dict[str, Any]:
-    """What the state machine loops over: small, so it travels in the execution's state."""
+    """What the state machine loops over, from `epoch` to `chunk_end` in this execution: small,
+    so it travels in the execution's state."""
     layers = range(1, p.layers + 1)
     forward = [{"layer": n, "shards": [s.shard for s in p.shards(n)]} for n in layers]
     return {
         "run_id": run_id,
         "epochs": p.epochs,
+        "chunk_end": min(p.epochs, epoch + epochs_per_execution(p)),
         "progress": {"epoch": epoch},
         "forward": forward,
         "backward": forward[::-1],
@@ -116,9 +137,12 @@ def plan(p: Parameters, run_id: str, epoch: int) -> dict[str, Any]:
     }
 
 
-def init(ctx: Context, run_id: str, p: Parameters, dataset: Dataset) -> dict[str, Any]:
+def init(
+    ctx: Context, run_id: str, p: Parameters, dataset: Dataset, execution_name: str = ""
+) -> dict[str, Any]:
     """Create the run: its record, its data, the weights entering epoch 0. Idempotent: a run that
-    exists with the same parameters is returned as it is (at its committed epoch)."""
+    exists with the same parameters is returned as it is (at its committed epoch), so the next
+    execution of a long run starts here too."""
     keys.check_run_id(run_id)
     record = ctx.runs.create(run_id, keys.new_record(run_id, p.to_json(), n_x=int(dataset.n_x)))
     if Parameters.from_json(record["parameters"]) != p:
@@ -126,6 +150,8 @@ def init(ctx: Context, run_id: str, p: Parameters, dataset: Dataset) -> dict[str
     if record["status"] != "RUNNING":
         raise EventError(f"run {run_id} is {record['status']}, not RUNNING")
     epoch = int(record["committed_epoch"])
+    if execution_name:
+        ctx.runs.update(run_id, {"execution": execution_name})
     for split, x, y in (
         ("train", dataset.train_x, dataset.train_y),
         ("test", dataset.test_x, dataset.test_y),

@@ -35,7 +35,10 @@ import numpy as np
 
 from snn.errors import EventError
 
-RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$")
+# Run ids are at most 60 characters, so that the names of a run's executions (the run id and a
+# suffix) stay within Step Functions' 80.
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,59}")
+EXECUTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 MATRIX_NAMES = ("W", "b", "Z", "A", "dW", "db", "dA_prev")
 SPLITS = ("train", "test")
 
@@ -47,7 +50,7 @@ def check_run_id(run_id: Any) -> str:
     """A run id becomes part of S3 keys: only letters, digits, '-' and '_' (no '/', no '..')."""
     if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
         raise EventError(
-            f"invalid run_id {run_id!r}: use 1-80 letters, digits, '-' or '_', "
+            f"invalid run_id {run_id!r}: use 1-60 letters, digits, '-' or '_', "
             "starting with a letter or digit"
         )
     return run_id
@@ -57,6 +60,11 @@ def _check_index(name: str, value: Any, low: int = 0) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < low or value > 9_999_999:
         raise EventError(f"invalid {name} {value!r}: expected a whole number >= {low}")
     return value
+
+
+def execution_name(run_id: str, epoch: int) -> str:
+    """The name of the execution that carries a run on from `epoch` (continue-as-new)."""
+    return f"{check_run_id(run_id)}-e{_check_index('epoch', epoch):07d}"
 
 
 def run_prefix(run_id: str) -> str:
@@ -226,7 +234,8 @@ class S3Store:
 
 class RunTable(Protocol):
     def create(self, run_id: str, record: dict[str, Any]) -> dict[str, Any]: ...
-    def get(self, run_id: str) -> dict[str, Any] | None: ...
+    def get(self, run_id: str, fields: tuple[str, ...] = ()) -> dict[str, Any] | None: ...
+    def costs(self, run_id: str, epochs: range) -> dict[int, float]: ...
     def record_cost(self, run_id: str, epoch: int, cost: float) -> None: ...
     def commit(self, run_id: str, epoch: int) -> int: ...
     def update(self, run_id: str, fields: dict[str, Any]) -> None: ...
@@ -274,8 +283,15 @@ class MemoryRunTable:
     def create(self, run_id: str, record: dict[str, Any]) -> dict[str, Any]:
         return self.items.setdefault(run_id, json.loads(json.dumps(record)))
 
-    def get(self, run_id: str) -> dict[str, Any] | None:
-        return self.items.get(run_id)
+    def get(self, run_id: str, fields: tuple[str, ...] = ()) -> dict[str, Any] | None:
+        item = self.items.get(run_id)
+        if item is None or not fields:
+            return item
+        return {k: item[k] for k in fields if k in item}
+
+    def costs(self, run_id: str, epochs: range) -> dict[int, float]:
+        recorded = self._item(run_id)["costs"]
+        return {e: float(recorded[str(e)]) for e in epochs if str(e) in recorded}
 
     def record_cost(self, run_id: str, epoch: int, cost: float) -> None:
         self._item(run_id)["costs"][str(epoch)] = repr(cost)
@@ -322,11 +338,33 @@ class DynamoRunTable:
             assert existing is not None
             return existing
 
-    def get(self, run_id: str) -> dict[str, Any] | None:
+    def get(self, run_id: str, fields: tuple[str, ...] = ()) -> dict[str, Any] | None:
+        """The record, or only the named top-level `fields` of it (cheaper to read)."""
+        kwargs: dict[str, Any] = {}
+        if fields:
+            kwargs["ProjectionExpression"] = ", ".join(f"#p{i}" for i in range(len(fields)))
+            kwargs["ExpressionAttributeNames"] = {f"#p{i}": f for i, f in enumerate(fields)}
         item = self.client.get_item(
-            TableName=self.table, Key={"run_id": {"S": run_id}}, ConsistentRead=True
+            TableName=self.table, Key={"run_id": {"S": run_id}}, ConsistentRead=True, **kwargs
         ).get("Item")
         return _from_item(item) if item else None
+
+    def costs(self, run_id: str, epochs: range) -> dict[int, float]:
+        """The recorded costs of `epochs` only, without reading the whole map."""
+        out: dict[int, float] = {}
+        for lo in range(epochs.start, epochs.stop, 100):
+            chunk = range(lo, min(lo + 100, epochs.stop))
+            names = {"#c": "costs", **{f"#e{e}": str(e) for e in chunk}}
+            item = self.client.get_item(
+                TableName=self.table,
+                Key={"run_id": {"S": run_id}},
+                ConsistentRead=True,
+                ProjectionExpression=", ".join(f"#c.#e{e}" for e in chunk),
+                ExpressionAttributeNames=names,
+            ).get("Item", {})
+            for k, v in item.get("costs", {}).get("M", {}).items():
+                out[int(k)] = float(v["S"])
+        return out
 
     def record_cost(self, run_id: str, epoch: int, cost: float) -> None:
         self.client.update_item(
@@ -427,12 +465,19 @@ def aws_client(service: str) -> Any:
     """One boto3 client per service and endpoint, reused as a warm Lambda reuses it.
     `AWS_ENDPOINT_URL` (e.g. an emulator) is honoured by boto3 itself."""
     import boto3
+    from botocore.config import Config
 
     key = (service, os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("AWS_REGION"))
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            client = _clients[key] = boto3.client(service)
+            # Checksums only where an operation requires them: the objects are small and the
+            # transport is TLS; it saves a CRC over every matrix on both sides.
+            config = Config(
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            )
+            client = _clients[key] = boto3.client(service, config=config)
         return client
 
 

@@ -5,6 +5,7 @@ as the local engine (`snn.engines.stack`): upload, start, follow the run record,
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from snn.engines import OnEpoch, stack
 from snn.errors import SnnError
 from snn.parameters import Parameters
 from snn.report import RunResult
+from snn.store import check_run_id
 
 OUTPUTS = ("BucketName", "TableName", "StateMachineArn")
 
@@ -55,14 +57,44 @@ def train(
     st = connect(stack_name, session)
     event = stack.upload_inputs(st, run_id, p, data_dir)
     execution_arn = stack.start(st, event, name=run_id)
-    description = stack.follow(st, run_id, execution_arn, on_epoch, poll_seconds=2.0)
-    if description["status"] != "SUCCEEDED":
-        raise stack.failure_cause(st, run_id, description)
-    events = stack.history(st, execution_arn)
+    return _follow(st, run_id, execution_arn, on_epoch, 0, start)
+
+
+def resume(
+    run_id: str, stack_name: str, on_epoch: OnEpoch | None = None, session: Any = None
+) -> RunResult:
+    """Carry on a run that failed or was stopped, from its last committed epoch, in a new
+    execution of the deployed state machine."""
+    start = time.perf_counter()
+    st = connect(stack_name, session)
+    record = st.runs.get(check_run_id(run_id))
+    if record is None:
+        raise SnnError(f"unknown run {run_id!r} in table {st.table}")
+    if record["status"] == "SUCCEEDED":
+        raise SnnError(f"run {run_id} has finished: nothing to resume")
+    current = record.get("execution") or run_id
+    description = st.sfn.describe_execution(
+        executionArn=stack.execution_arn(st.state_machine_arn, current)
+    )
+    if description["status"] == "RUNNING":
+        raise SnnError(f"run {run_id} is still running in execution {current}")
+    event = json.loads(description["input"])
+    st.runs.update(run_id, {"status": "RUNNING"})
+    arn = stack.start(st, event, name=f"{run_id}-r{int(time.time())}")
+    return _follow(st, run_id, arn, on_epoch, int(record["committed_epoch"]), start)
+
+
+def _follow(
+    st: stack.Stack,
+    run_id: str,
+    arn: str,
+    on_epoch: OnEpoch | None,
+    reported: int,
+    start: float,
+) -> RunResult:
+    executions = stack.follow_run(st, run_id, arn, on_epoch, poll_seconds=2.0, reported=reported)
+    if not executions[-1].succeeded:
+        raise stack.failure_cause(st, run_id, executions[-1].description)
     return stack.collect(
-        st,
-        run_id,
-        "aws",
-        time.perf_counter() - start,
-        stack.run_summary(st, run_id, description, events),
+        st, run_id, "aws", time.perf_counter() - start, stack.run_summary(executions)
     )

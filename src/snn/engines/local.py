@@ -14,15 +14,20 @@ no AWS account and no Docker.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import io
 import json
+import logging
 import os
+import random
+import shutil
 import threading
 import time
 import traceback
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +39,8 @@ from snn.parameters import Parameters
 from snn.report import RunResult
 from snn.template import Template, TemplateError, resolve
 
+# The emulator version the engine was written and verified against (see tests/unit/test_moto.py).
+MOTO_VERSION = "5.2.5"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 
@@ -84,12 +91,47 @@ class LambdaContext:
 class LambdaService:
     """Serves the interpreter's Lambda invokes by calling the handlers in-process."""
 
-    def __init__(self, handlers: dict[str, Any], timeouts: dict[str, int]) -> None:
+    def __init__(
+        self,
+        handlers: dict[str, Any],
+        timeouts: dict[str, int],
+        fault_rate: float = 0.0,
+        fault_seed: int = 0,
+    ) -> None:
         self.handlers = handlers
         self.timeouts = timeouts
         self.invocations: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        # Fault injection: a fraction of invocations fail as the Lambda service can fail them,
+        # half before the handler runs, half after it has written its outputs (the response is
+        # lost). The state machine's Retry must recover from both.
+        self.fault_rate = fault_rate
+        self.faults: Counter[str] = Counter()
+        self._rng = random.Random(fault_seed)
         self._lock = threading.Lock()
+        self.in_flight = 0
+
+    def _fault(self) -> str | None:
+        with self._lock:
+            roll = self._rng.random()
+        if roll < self.fault_rate / 2:
+            return "before_handler"
+        if roll < self.fault_rate:
+            return "after_handler"
+        return None
+
+    def _inject(self, phase: str, name: str) -> None:
+        from botocore.exceptions import ClientError
+
+        with self._lock:
+            self.faults[phase] += 1
+        raise ClientError(
+            {
+                "Error": {"Code": "ServiceException", "Message": f"injected fault ({phase})"},
+                "ResponseMetadata": {"HTTPStatusCode": 500, "RequestId": str(uuid.uuid4())},
+            },
+            "Invoke",
+        )
 
     def on_before_call(self, params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]]:
         name = unquote(params["url_path"]).split("/functions/", 1)[1].split("/invocations")[0]
@@ -109,7 +151,12 @@ class LambdaService:
             return self._answer(
                 _error("ResourceNotFoundException", f"no function {name}"), "Unhandled"
             )
+        fault = self._fault()
+        if fault == "before_handler":
+            self._inject(fault, name)
         context = LambdaContext(name, timeout_seconds=self.timeouts.get(name, 120))
+        with self._lock:
+            self.in_flight += 1
         try:
             result = handler(json.loads(body), context)
             payload, function_error = json.dumps(result).encode(), None
@@ -117,6 +164,11 @@ class LambdaService:
             with self._lock:
                 self.errors[type(exc).__name__] += 1
             payload, function_error = _error(type(exc).__name__, str(exc), exc), "Unhandled"
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+        if fault == "after_handler":
+            self._inject(fault, name)
         if len(payload) > stack.MAX_PAYLOAD_BYTES:
             payload = _error(
                 "States.DataLimitExceeded",
@@ -152,11 +204,19 @@ def _error(kind: str, message: str, exc: BaseException | None = None) -> bytes:
     return json.dumps({"errorMessage": message, "errorType": kind, "stackTrace": trace}).encode()
 
 
+# Called with the emulator's boto3 session as soon as it exists, before any client is made from
+# it: a way to observe every request of a run (`snn cost` meters them).
+SESSION_HOOKS: list[Callable[[Any], None]] = []
+
+
 class EmbeddedStack:
     """The stack of template.yaml, stood up in moto for the duration of a `with` block."""
 
-    def __init__(self, template_path: str | Path = "template.yaml") -> None:
+    def __init__(
+        self, template_path: str | Path = "template.yaml", fault_rate: float = 0.0
+    ) -> None:
         self.template = Template.load(template_path)
+        self.fault_rate = fault_rate
         self.suffix = uuid.uuid4().hex[:8]
         self._saved_env: dict[str, str | None] = {}
         self._mock: Any = None
@@ -179,6 +239,11 @@ class EmbeddedStack:
         handlers = {fid: _import_handler(f.handler) for fid, f in functions.items()}
 
         self._set_env({**EMULATOR_ENV, **function_env}, clear=CLEARED_ENV)
+        # The interpreter logs every aborted or failed state at length; the engine reports
+        # failures from the execution history instead.
+        self._interpreter_log = logging.getLogger("moto.stepfunctions")
+        self._interpreter_log_level = self._interpreter_log.level
+        self._interpreter_log.setLevel(logging.CRITICAL)
         try:
             self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
             self._mock.start()
@@ -186,6 +251,8 @@ class EmbeddedStack:
             session = (
                 boto3.DEFAULT_SESSION or boto3.setup_default_session() or boto3.DEFAULT_SESSION
             )
+            for hook in SESSION_HOOKS:
+                hook(session)
             s3, dynamodb, sfn = (
                 session.client(s, region_name=REGION) for s in ("s3", "dynamodb", "stepfunctions")
             )
@@ -198,16 +265,31 @@ class EmbeddedStack:
                 roleArn=f"arn:aws:iam::{ACCOUNT}:role/{sm_id}Role",
                 type="STANDARD",
             )["stateMachineArn"]
-            self.lambdas = LambdaService(handlers, {fid: 120 for fid in functions})
+            self.lambdas = LambdaService(handlers, {fid: 120 for fid in functions}, self.fault_rate)
             session.events.register("before-call.lambda.Invoke", self.lambdas.on_before_call)
             self._session = session
-            self.stack = stack.Stack(names[bucket_id], names[table_id], arn, s3, dynamodb, sfn)
+            self._restore_interpreter = _share_interpreter_clients()
+            self.stack = stack.Stack(
+                names[bucket_id], names[table_id], arn, s3, dynamodb, sfn, self.history
+            )
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
+    def history(self, execution_arn: str) -> list[dict[str, Any]]:
+        """An execution's history from the emulator's backend: the same events that
+        GetExecutionHistory returns, without serialising a long history for every read."""
+        from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+        backend = stepfunctions_parser_backends[ACCOUNT][REGION]
+        return list(backend.get_execution_history(execution_arn)["events"])
+
     def __exit__(self, *exc: object) -> None:
+        restore = getattr(self, "_restore_interpreter", None)
+        if restore:
+            restore()
+            self._restore_interpreter = None
         if self.lambdas is not None:
             self._session.events.unregister(
                 "before-call.lambda.Invoke", self.lambdas.on_before_call
@@ -216,6 +298,8 @@ class EmbeddedStack:
             self._mock.stop()
             self._mock = None
         _reset_caches()
+        if hasattr(self, "_interpreter_log"):
+            self._interpreter_log.setLevel(self._interpreter_log_level)
         for k, v in self._saved_env.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -245,6 +329,45 @@ class EmbeddedStack:
         return env
 
 
+def _share_interpreter_clients() -> Callable[[], None]:
+    """Two narrow patches of moto's interpreter where it wastes time, applied only to the moto
+    version they were written for (tests/unit/test_moto.py fails loudly when it changes):
+
+    - it builds a new boto3 client for every Lambda task (about 4 ms, a tenth of a task's cost
+      here), where the Step Functions service keeps its connections: tasks share one client;
+    - it parses every JSONPath string again at every use: parsing, a pure function of the
+      string, is cached.
+
+    Returns the function that undoes them."""
+    import moto
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+    from moto.stepfunctions.parser.asl.utils import json_path
+
+    if moto.__version__ != MOTO_VERSION:
+        return lambda: None
+    original_parse = json_path.parse
+    json_path.parse = functools.lru_cache(maxsize=4096)(original_parse)
+    original = lambda_eval_utils.boto_client_for
+    clients: dict[tuple[str, str], Any] = {}
+    lock = threading.Lock()
+
+    def shared(region: str, service: str, state_credentials: Any = None) -> Any:
+        with lock:
+            if (region, service) not in clients:
+                clients[region, service] = original(
+                    region=region, service=service, state_credentials=state_credentials
+                )
+            return clients[region, service]
+
+    lambda_eval_utils.boto_client_for = shared
+
+    def restore() -> None:
+        lambda_eval_utils.boto_client_for = original
+        json_path.parse = original_parse
+
+    return restore
+
+
 def _import_handler(path: str) -> Any:
     module, _, attr = path.rpartition(".")
     try:
@@ -271,10 +394,10 @@ def _reset_caches() -> None:
 class QuotaGuard:
     """Stops the execution, as AWS fails it, once its history passes the Standard quota.
 
-    Reading a long history is not free in the emulator (it is serialised whole), so it is
-    counted every few seconds; the whole history is checked again when the execution ends."""
+    It is counted about once a second; the whole history is checked again when the execution
+    ends."""
 
-    def __init__(self, st: stack.Stack, execution_arn: str, every_seconds: float = 5.0) -> None:
+    def __init__(self, st: stack.Stack, execution_arn: str, every_seconds: float = 1.0) -> None:
         self.st, self.execution_arn, self.every = st, execution_arn, every_seconds
         self.exceeded = 0
         self._next = time.monotonic() + every_seconds
@@ -291,6 +414,12 @@ class QuotaGuard:
 
 # --- the engine -----------------------------------------------------------------------------------
 
+RESUME_FILE = "state.json"
+
+
+class RunInterrupted(SnnError):
+    exit_code = 130
+
 
 def train(
     p: Parameters,
@@ -298,34 +427,236 @@ def train(
     run_id: str,
     on_epoch: OnEpoch | None = None,
     template_path: str | Path = "template.yaml",
+    fault_rate: float = 0.0,
+    resume_dir: Path | None = None,
 ) -> RunResult:
+    """Train on the embedded stack. If the run fails or is interrupted, what a later process
+    needs to resume it is saved in `resume_dir` (see `resume`)."""
     start = time.perf_counter()
-    with EmbeddedStack(template_path) as embedded:
+    with EmbeddedStack(template_path, fault_rate) as embedded:
         st = embedded.stack
-        assert st is not None and embedded.lambdas is not None
+        assert st is not None
         event = stack.upload_inputs(st, run_id, p, data_dir)
-        execution_arn = stack.start(st, event, name=run_id)
+        arn = stack.start(st, event, name=run_id)
+        return _follow(embedded, run_id, event, arn, on_epoch, resume_dir, 0, start)
 
-        quota = QuotaGuard(st, execution_arn)
-        description = stack.follow(st, run_id, execution_arn, on_epoch, check=quota.check)
-        events = stack.history(st, execution_arn)
-        if len(events) > stack.MAX_HISTORY_EVENTS:
-            quota.exceeded = len(events)
-        if quota.exceeded:
-            cause = (
-                f"execution history reached {quota.exceeded} events, over the quota of "
-                f"{stack.MAX_HISTORY_EVENTS} events of a Standard execution"
-            )
-            st.runs.update(run_id, {"status": "FAILED", "error": "States.Runtime", "cause": cause})
-            raise RunFailed(f"run {run_id} failed: States.Runtime: {cause}")
-        if description["status"] != "SUCCEEDED":
-            raise stack.failure_cause(st, run_id, description)
-        oversized = stack.oversized_payload(events)
+
+def resume(
+    resume_dir: Path,
+    on_epoch: OnEpoch | None = None,
+    template_path: str | Path = "template.yaml",
+    fault_rate: float = 0.0,
+) -> RunResult:
+    """Carry on a run saved by a failed or interrupted `train`, from its last committed epoch,
+    in a new process: the same objects and record are put back into a new embedded stack and a
+    new execution starts. The result is the uninterrupted run's, bit for bit."""
+    start = time.perf_counter()
+    state = _load_state(resume_dir)
+    run_id = state["run_id"]
+    with EmbeddedStack(template_path, fault_rate) as embedded:
+        st = embedded.stack
+        assert st is not None
+        for key, data in _saved_objects(resume_dir):
+            st.objects.put_bytes(key, data)
+        st.runs.create(run_id, state["record"])
+        st.runs.update(run_id, {"status": "RUNNING"})
+        committed = int(state["record"]["committed_epoch"])
+        name = f"{run_id}-r{int(time.time())}"
+        arn = stack.start(st, state["execution_input"], name=name)
+        return _follow(
+            embedded,
+            run_id,
+            state["execution_input"],
+            arn,
+            on_epoch,
+            resume_dir,
+            committed,
+            start,
+            state.get("summary"),
+        )
+
+
+def _follow(
+    embedded: EmbeddedStack,
+    run_id: str,
+    event: dict[str, str],
+    arn: str,
+    on_epoch: OnEpoch | None,
+    resume_dir: Path | None,
+    reported: int,
+    start: float,
+    prior: dict[str, Any] | None = None,
+) -> RunResult:
+    """Follow the run to its end; `prior` accounts for executions of earlier processes."""
+    st, lambdas = embedded.stack, embedded.lambdas
+    assert st is not None and lambdas is not None
+    guards: list[QuotaGuard] = []
+
+    def guard(execution_arn: str) -> Any:
+        guards.append(QuotaGuard(st, execution_arn))
+        return guards[-1].check
+
+    try:
+        executions = stack.follow_run(st, run_id, arn, on_epoch, guard=guard, reported=reported)
+    except KeyboardInterrupt:
+        _stop_all(embedded)
+        where = _save_state(embedded, run_id, event, resume_dir, prior)
+        raise RunInterrupted(f"run {run_id} interrupted{where}") from None
+
+    too_long = next(
+        (len(ex.events) for ex in executions if len(ex.events) > stack.MAX_HISTORY_EVENTS), 0
+    )
+    too_long = too_long or max((g.exceeded for g in guards), default=0)
+    if too_long:
+        cause = (
+            f"execution history reached {too_long} events, over the quota of "
+            f"{stack.MAX_HISTORY_EVENTS} events of a Standard execution"
+        )
+        st.runs.update(run_id, {"status": "FAILED", "error": "States.Runtime", "cause": cause})
+        where = _save_state(embedded, run_id, event, resume_dir, prior)
+        raise RunFailed(f"run {run_id} failed: States.Runtime: {cause}{where}")
+    last = executions[-1]
+    if not last.succeeded:
+        failure = stack.failure_cause(st, run_id, last.description)
+        where = _save_state(embedded, run_id, event, resume_dir, prior)
+        raise RunFailed(f"{failure}{where}")
+    for ex in executions:
+        oversized = stack.oversized_payload(ex.events)
         if oversized:
             raise RunFailed(f"run {run_id} failed: States.DataLimitExceeded: {oversized}")
-        extra = stack.run_summary(st, run_id, description, events)
-        extra["lambda_invocations_served"] = sum(embedded.lambdas.invocations.values())
-        return stack.collect(st, run_id, "local", time.perf_counter() - start, extra)
+    extra = _merge_summaries(prior, stack.run_summary(executions))
+    extra["lambda_invocations_served"] = sum(lambdas.invocations.values())
+    extra["injected_faults"] = dict(lambdas.faults)
+    return stack.collect(st, run_id, "local", time.perf_counter() - start, extra)
 
 
-__all__ = ["EmbeddedStack", "SnnError", "train"]
+def _stop_all(embedded: EmbeddedStack, quiet_seconds: float = 0.5, timeout: float = 60) -> None:
+    """Stop every running execution and wait until no handler is still at work."""
+    st, lambdas = embedded.stack, embedded.lambdas
+    assert st is not None and lambdas is not None
+    for ex in st.sfn.list_executions(stateMachineArn=st.state_machine_arn, statusFilter="RUNNING")[
+        "executions"
+    ]:
+        st.sfn.stop_execution(executionArn=ex["executionArn"])
+    deadline = time.monotonic() + timeout
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        if lambdas.in_flight:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_seconds:
+            return
+        time.sleep(0.05)
+
+
+def _merge_summaries(prior: dict[str, Any] | None, later: dict[str, Any]) -> dict[str, Any]:
+    if not prior:
+        return later
+    merged = {k: prior.get(k, 0) + v for k, v in later.items() if k != "executions"}
+    merged["executions"] = prior["executions"] + later["executions"]
+    return merged
+
+
+def _all_executions(embedded: EmbeddedStack) -> list[stack.Execution]:
+    """Every execution of the embedded state machine (they are all this run's), oldest first."""
+    st = embedded.stack
+    assert st is not None
+    listed = st.sfn.list_executions(stateMachineArn=st.state_machine_arn)["executions"]
+    listed.sort(key=lambda e: e["startDate"])
+    return [
+        stack.Execution(
+            st.sfn.describe_execution(executionArn=e["executionArn"]),
+            stack.history(st, e["executionArn"]),
+        )
+        for e in listed
+    ]
+
+
+def _save_state(
+    embedded: EmbeddedStack,
+    run_id: str,
+    event: dict[str, str],
+    resume_dir: Path | None,
+    prior: dict[str, Any] | None = None,
+) -> str:
+    """Save what `resume` needs: the run record, the execution input, and the objects a new
+    execution reads (parameters, inputs, the committed epoch's weights, neuron statistics).
+    Returns the sentence that tells the user how to resume."""
+    st = embedded.stack
+    assert st is not None
+    if resume_dir is None:
+        return ""
+    from snn import store as keys
+
+    record = st.runs.get(run_id)
+    if record is None:
+        return ""
+    committed = int(record["committed_epoch"])
+    prefixes = [
+        keys.parameters_key(run_id),
+        event["train_key"],
+        event["test_key"],
+        keys.epoch_prefix(run_id, committed),
+        f"{keys.run_prefix(run_id)}neurons/",
+    ]
+    tmp = resume_dir.with_name(resume_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "objects").mkdir(parents=True)
+    for prefix in prefixes:
+        for page in st.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=st.bucket, Prefix=prefix
+        ):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                if key.startswith(keys.epoch_prefix(run_id, committed)) and not any(
+                    f"/{name}/" in key for name in ("W", "b")
+                ):
+                    continue  # of the committed epoch only the weights are needed
+                target = tmp / "objects" / key
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(st.objects.get_bytes(key))
+    state = {
+        "version": 1,
+        "engine": "local",
+        "run_id": run_id,
+        "execution_input": event,
+        "record": record,
+        "summary": _merge_summaries(prior, stack.run_summary(_all_executions(embedded))),
+    }
+    (tmp / RESUME_FILE).write_text(json.dumps(state, indent=1))
+    shutil.rmtree(resume_dir, ignore_errors=True)
+    tmp.rename(resume_dir)
+    return f" at epoch {committed}; resume it with: snn train --resume {resume_dir.parent}"
+
+
+def _load_state(resume_dir: Path) -> dict[str, Any]:
+    path = resume_dir / RESUME_FILE
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SnnError(f"{resume_dir.parent}: no resumable run there (no {path})") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SnnError(f"{path}: cannot be read ({exc})") from None
+    if state.get("version") != 1 or state.get("engine") != "local":
+        raise SnnError(f"{path}: not a saved local run")
+    if state["record"].get("status") == "SUCCEEDED":
+        raise SnnError(f"run {state['run_id']} has finished: nothing to resume")
+    return state
+
+
+def saved_run(resume_dir: Path) -> tuple[str, int, int]:
+    """The run saved in `resume_dir`: its id, committed epoch and total epochs."""
+    state = _load_state(resume_dir)
+    epochs = Parameters.from_json(state["record"]["parameters"]).epochs
+    return state["run_id"], int(state["record"]["committed_epoch"]), epochs
+
+
+def _saved_objects(resume_dir: Path) -> list[tuple[str, bytes]]:
+    root = resume_dir / "objects"
+    return [
+        (path.relative_to(root).as_posix(), path.read_bytes())
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    ]
+
+
+__all__ = ["EmbeddedStack", "RunInterrupted", "resume", "saved_run", "train"]

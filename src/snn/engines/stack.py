@@ -36,6 +36,9 @@ class Stack:
     s3: Any
     dynamodb: Any
     sfn: Any
+    # Where execution histories come from, if not the public API (the local engine reads them
+    # from its emulator directly, which is much cheaper for long histories).
+    history_source: Callable[[str], list[dict[str, Any]]] | None = None
 
     @property
     def runs(self) -> keys.DynamoRunTable:
@@ -76,27 +79,77 @@ def follow(
     on_epoch: OnEpoch | None = None,
     poll_seconds: float = 0.2,
     check: Callable[[], None] | None = None,
-) -> dict[str, Any]:
-    """Wait for the execution to end, reporting each newly committed epoch's cost on the way.
-    `check` runs at every poll (the local engine enforces AWS quotas there)."""
-    reported = 0
+    reported: int = 0,
+) -> tuple[dict[str, Any], int]:
+    """Wait for one execution to end, reporting each newly committed epoch's cost on the way
+    (from epoch `reported` on). `check` runs at every poll (the local engine enforces AWS quotas
+    there). Returns the execution's description and the number of epochs reported."""
     while True:
         description = stack.sfn.describe_execution(executionArn=execution_arn)
-        record = stack.runs.get(run_id) or {}
+        record = stack.runs.get(run_id, ("committed_epoch",)) or {}
         committed = int(record.get("committed_epoch", 0))
-        costs = record.get("costs", {})
-        while reported < committed and str(reported) in costs:
-            if on_epoch:
-                on_epoch(reported, float(costs[str(reported)]))
-            reported += 1
+        if committed > reported:
+            costs = stack.runs.costs(run_id, range(reported, committed))
+            while reported < committed and reported in costs:
+                if on_epoch:
+                    on_epoch(reported, costs[reported])
+                reported += 1
         if description["status"] != "RUNNING":
-            return description
+            return description, reported
         if check:
             check()
         time.sleep(poll_seconds)
 
 
+@dataclass
+class Execution:
+    """One execution of a run, as it ended."""
+
+    description: dict[str, Any]
+    events: list[dict[str, Any]]
+
+    @property
+    def succeeded(self) -> bool:
+        return self.description["status"] == "SUCCEEDED"
+
+
+def execution_arn(state_machine_arn: str, name: str) -> str:
+    return state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + name
+
+
+def follow_run(
+    stack: Stack,
+    run_id: str,
+    first_arn: str,
+    on_epoch: OnEpoch | None = None,
+    poll_seconds: float = 0.2,
+    guard: Callable[[str], Callable[[], None]] | None = None,
+    reported: int = 0,
+) -> list[Execution]:
+    """Follow a run across its executions (a long run continues in new ones) until it ends or an
+    execution fails. `guard(arn)` makes the per-poll check of each execution."""
+    executions: list[Execution] = []
+    arn = first_arn
+    while True:
+        description, reported = follow(
+            stack, run_id, arn, on_epoch, poll_seconds, guard(arn) if guard else None, reported
+        )
+        executions.append(Execution(description, history(stack, arn)))
+        record = stack.runs.get(run_id) or {}
+        if not executions[-1].succeeded or record.get("status") != "RUNNING":
+            return executions
+        following = record.get("execution")
+        if not following or following == description["name"]:
+            raise RunFailed(
+                f"run {run_id}: execution {description['name']} ended, but the run is still "
+                "RUNNING and names no next execution"
+            )
+        arn = execution_arn(stack.state_machine_arn, following)
+
+
 def history(stack: Stack, execution_arn: str) -> list[dict[str, Any]]:
+    if stack.history_source:
+        return stack.history_source(execution_arn)
     events: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000}
     while True:
@@ -111,6 +164,8 @@ def history(stack: Stack, execution_arn: str) -> list[dict[str, Any]]:
 def history_length(stack: Stack, execution_arn: str) -> int:
     """Events so far. On AWS one cheap call (the newest event's id); an emulator that ignores
     reverseOrder/maxResults answers with the whole history, which is counted instead."""
+    if stack.history_source:
+        return len(stack.history_source(execution_arn))
     events = stack.sfn.get_execution_history(
         executionArn=execution_arn, maxResults=1, reverseOrder=True
     )["events"]
@@ -126,6 +181,10 @@ def execution_stats(events: list[dict[str, Any]]) -> dict[str, int]:
         "state_transitions": sum(1 for e in events if e["type"].endswith("StateEntered")),
         "lambda_invocations": sum(
             1 for e in events if e["type"] in ("TaskScheduled", "LambdaFunctionScheduled")
+        ),
+        # invocations that failed (and, in a run that succeeded, were retried)
+        "failed_invocations": sum(
+            1 for e in events if e["type"] in ("TaskFailed", "LambdaFunctionFailed")
         ),
     }
 
@@ -171,25 +230,43 @@ def failure_cause(stack: Stack, run_id: str, description: dict[str, Any]) -> Run
     return RunFailed("\n".join(lines))
 
 
-def run_summary(
-    stack: Stack, run_id: str, description: dict[str, Any], events: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """metrics.json's account of the executions: counted from their real histories."""
-    record = stack.runs.get(run_id) or {}
-    stats = execution_stats(events)
-    return {
-        "executions": [
-            {
-                "name": description["name"],
-                "status": description["status"],
-                "history_events": stats["history_events"],
-                "first_epoch": 0,
-                "last_epoch": int(record.get("committed_epoch", 0)) - 1,
-            }
-        ],
-        "state_transitions": stats["state_transitions"],
-        "lambda_invocations": stats["lambda_invocations"],
+def epoch_span(events: list[dict[str, Any]]) -> tuple[int | None, int | None]:
+    """The first and last epoch an execution trained, from its history: Init's plan, and the
+    epoch the last `EpochsLeft?` choice saw (the run's committed epoch at that point)."""
+    first = last = None
+    for e in events:
+        exited = e.get("stateExitedEventDetails")
+        if exited and exited["name"] == "Init" and first is None:
+            first = json.loads(exited["output"])["progress"]["epoch"]
+        entered = e.get("stateEnteredEventDetails")
+        if entered and entered["name"] == "EpochsLeft?":
+            last = json.loads(entered["input"])["progress"]["epoch"] - 1
+    return first, last
+
+
+def run_summary(executions: list[Execution]) -> dict[str, Any]:
+    """metrics.json's account of the run's executions, counted from their real histories."""
+    summary: dict[str, Any] = {
+        "executions": [],
+        "state_transitions": 0,
+        "lambda_invocations": 0,
+        "failed_invocations": 0,
     }
+    for ex in executions:
+        stats = execution_stats(ex.events)
+        first, last = epoch_span(ex.events)
+        summary["executions"].append(
+            {
+                "name": ex.description["name"],
+                "status": ex.description["status"],
+                "history_events": stats["history_events"],
+                "first_epoch": first,
+                "last_epoch": last,
+            }
+        )
+        for key in ("state_transitions", "lambda_invocations", "failed_invocations"):
+            summary[key] += stats[key]
+    return summary
 
 
 def collect(

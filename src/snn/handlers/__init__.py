@@ -52,19 +52,23 @@ FIELD_TYPES: dict[str, type] = {
     "test_key": str,
     "error": str,
     "cause": str,
+    "execution_name": str,
+    "state_machine_arn": str,
+    "execution_input": dict,
 }
 
 
-def read_event(event: Any, *names: str) -> dict[str, Any]:
-    """The named fields of the event, each present and of its type; the run id checked as it
-    becomes part of S3 keys. Anything else is an EventError that names the field."""
+def read_event(event: Any, *names: str, optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The named fields of the event, each present and of its type (optional ones may be
+    absent); the run id checked as it becomes part of S3 keys. Anything else is an EventError
+    that names the field."""
     if not isinstance(event, dict):
         raise EventError(f"the event must be a JSON object, got {type(event).__name__}")
     missing = [n for n in names if n not in event]
     if missing:
         raise EventError("event is missing " + ", ".join(missing))
     out = {}
-    for n in names:
+    for n in (*names, *(o for o in optional if o in event)):
         v = event[n]
         kind = FIELD_TYPES[n]
         if not isinstance(v, kind) or isinstance(v, bool):
@@ -76,13 +80,15 @@ def read_event(event: Any, *names: str) -> dict[str, Any]:
     return out
 
 
-def stage(*names: str) -> Callable[[Callable[..., dict[str, Any]]], Handler]:
+def stage(
+    *names: str, optional: tuple[str, ...] = ()
+) -> Callable[[Callable[..., dict[str, Any]]], Handler]:
     """Make a Lambda handler of a stage function that takes (context, **fields)."""
 
     def wrap(fn: Callable[..., dict[str, Any]]) -> Handler:
         @functools.wraps(fn)
         def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-            fields = read_event(event, *names)
+            fields = read_event(event, *names, optional=optional)
             logger.thread_safe_append_keys(
                 **{k: v for k, v in fields.items() if k in ("run_id", "epoch", "layer", "shard")}
             )

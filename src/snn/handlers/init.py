@@ -10,13 +10,18 @@ from snn.data import TEST_FILE, TRAIN_FILE, read_h5_pair
 from snn.errors import EventError, SnnError
 from snn.handlers import stage
 from snn.parameters import Parameters
-from snn.store import parameters_key
+from snn.store import EXECUTION_NAME, parameters_key
 
 UPLOAD_KEY = re.compile(r"^uploads/[0-9a-f]{64}/[\w.-]{1,100}$")
 
 
 def _init(
-    ctx: stages.Context, run_id: str, parameters_key: str, train_key: str, test_key: str
+    ctx: stages.Context,
+    run_id: str,
+    parameters_key: str,
+    train_key: str,
+    test_key: str,
+    execution_name: str = "",
 ) -> dict[str, Any]:
     for name, key in (("train_key", train_key), ("test_key", test_key)):
         if not UPLOAD_KEY.fullmatch(key):
@@ -33,11 +38,15 @@ def _init(
             dataset = read_h5_pair(Path(tmp))
     except SnnError as exc:
         raise EventError(str(exc)) from None
-    return stages.init(ctx, run_id, p, dataset)
+    if execution_name and not EXECUTION_NAME.fullmatch(execution_name):
+        raise EventError(f"invalid execution_name {execution_name!r}")
+    return stages.init(ctx, run_id, p, dataset, execution_name)
 
 
 def _expected_parameters_key(run_id: str) -> str:
     return parameters_key(run_id)
 
 
-handler = stage("run_id", "parameters_key", "train_key", "test_key")(_init)
+handler = stage("run_id", "parameters_key", "train_key", "test_key", optional=("execution_name",))(
+    _init
+)

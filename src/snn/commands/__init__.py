@@ -1,0 +1,16 @@
+"""Subcommands of `snn` beyond `train`, one module each. Every module has
+`register(subparsers)`, which adds its parser and sets `func` to a function of the parsed
+arguments that returns the exit code. Heavy imports happen inside those functions, so `snn
+--help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+COMMANDS = ("predict", "evaluate", "inspect", "cost")
+
+
+def register_all(subparsers: argparse._SubParsersAction) -> None:
+    for name in COMMANDS:
+        importlib.import_module(f"snn.commands.{name}").register(subparsers)

@@ -1,0 +1,391 @@
+"""`snn cost [--params FILE] [--epochs N] [--price-... X]`: what a run would cost on AWS.
+
+Two short runs of the network on the local engine (the real state machine and handlers, on an
+emulator) are metered: state transitions and Lambda invocations from the execution history;
+S3 and DynamoDB requests, and the time each Lambda invocation takes, through botocore's events
+on boto3's default session, which every client of the run is made from. `snn.cost` turns the
+difference between the runs into a part per epoch and a part per run, scales it to N epochs and
+prices it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from snn.errors import SnnError
+
+# S3 operations billed as PUT requests (the others, but DELETE, are billed as GET requests).
+S3_PUT_CLASS = {
+    "PutObject",
+    "CopyObject",
+    "PostObject",
+    "CreateMultipartUpload",
+    "UploadPart",
+    "CompleteMultipartUpload",
+    "ListObjects",
+    "ListObjectsV2",
+    "ListObjectVersions",
+    "ListBuckets",
+}
+S3_FREE = {"DeleteObject", "DeleteObjects"}
+# The shorter metered run. From its third epoch on, a run is in its steady state: Commit then
+# deletes the epoch before last (epoch 0 is kept as a checkpoint), so two runs of 2 and K epochs
+# differ by exactly K - 2 steady epochs.
+SHORT_RUN = 2
+DYNAMODB_READS = {"GetItem", "Query", "Scan", "BatchGetItem"}
+DYNAMODB_WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"}
+
+PRICE_FLAGS: dict[str, tuple[str, str]] = {
+    # Prices field: (flag, help)
+    "sfn_standard_per_1k_transitions": ("--price-sfn-standard", "$ per 1,000 state transitions"),
+    "sfn_express_per_1m_requests": ("--price-sfn-express-requests", "$ per 1M executions"),
+    "sfn_express_per_gb_second": ("--price-sfn-express-gb-second", "$ per GB-second"),
+    "lambda_per_1m_requests": ("--price-lambda-requests", "$ per 1M invocations"),
+    "lambda_per_gb_second": ("--price-lambda-gb-second", "$ per GB-second (arm64)"),
+    "s3_put_per_1k": ("--price-s3-put", "$ per 1,000 PUT, COPY, POST or LIST requests"),
+    "s3_get_per_1k": ("--price-s3-get", "$ per 1,000 GET requests"),
+    "dynamodb_per_1m_write_units": ("--price-dynamodb-write", "$ per 1M write request units"),
+    "dynamodb_per_1m_read_units": ("--price-dynamodb-read", "$ per 1M read request units"),
+    "lambda_memory_mb": ("--lambda-memory-mb", "memory of each function (the template's)"),
+    "express_memory_mb": ("--express-memory-mb", "memory billed for an Express execution"),
+}
+
+
+class CostError(SnnError):
+    pass
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from snn.cost import Prices
+
+    parser = subparsers.add_parser(
+        "cost",
+        help="estimate what training a network would cost on AWS",
+        description="Estimate the AWS cost of a run: two short runs on the local engine are "
+        "metered (state transitions, Lambda invocations and their time, S3 and DynamoDB "
+        "requests), scaled to the run's epochs and priced with us-east-1 list prices (2025, "
+        "no free tier). The prices are assumptions: override any of them with its flag.",
+    )
+    parser.add_argument("--params", default="parameters.json", help="default: ./parameters.json")
+    parser.add_argument("--epochs", type=int, help="the run's epochs (default: the file's)")
+    parser.add_argument(
+        "--data",
+        help="folder with the two h5 files to meter on (default: $SNN_DATA_DIR; without it, "
+        "synthetic pictures of the real data set's size and count)",
+    )
+    parser.add_argument(
+        "--sample-epochs",
+        type=int,
+        default=4,
+        metavar="K",
+        help=f"epochs of the longer metered run, {SHORT_RUN + 1} to 100; the shorter one has "
+        f"{SHORT_RUN} (default: 4)",
+    )
+    parser.add_argument(
+        "--template",
+        default="template.yaml",
+        help="the SAM template the local engine stands up (default: ./template.yaml)",
+    )
+    defaults = Prices()
+    prices = parser.add_argument_group("prices (assumptions; default in brackets)")
+    for name, (flag, text) in PRICE_FLAGS.items():
+        prices.add_argument(
+            flag, dest=f"price_{name}", metavar="X", help=f"{text} [{getattr(defaults, name)}]"
+        )
+    parser.set_defaults(func=run)
+
+
+# --- metering ------------------------------------------------------------------------------------
+
+
+def _function_name(params: dict[str, Any]) -> str:
+    """The function's name in a Lambda Invoke request (as the local engine reads it)."""
+    name = unquote(params["url_path"]).split("/functions/", 1)[1].split("/invocations")[0]
+    return name.rsplit(":function:", 1)[-1].split(":", 1)[0]
+
+
+@dataclass
+class Meter:
+    """Counts what the Lambda handlers ask of S3 and DynamoDB, and times each invocation.
+
+    Requests made inside an invocation are the function's; requests outside one are the
+    client's (uploads, polling): of those, only the uploads (S3 PUTs) are counted, since
+    polling is how this machine follows the run, not part of the run. The events are
+    registered on the emulator's boto3 session before any client is made from it, so they
+    reach every client of the run: the engine's, the handlers' and the interpreter's."""
+
+    requests: Counter[tuple[str, str, bool]] = field(default_factory=Counter)
+    seconds: Counter[str] = field(default_factory=Counter)
+    record: dict[str, Any] | None = None  # the last run record read (the final one, at the end)
+    _local: threading.local = field(default_factory=threading.local)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    HOOKS = (
+        ("before-call.lambda.Invoke", "_invoke_starts"),
+        ("after-call.lambda.Invoke", "_invoke_ends"),
+        ("before-call.s3", "_request"),
+        ("before-call.dynamodb", "_request"),
+        ("after-call.dynamodb.GetItem", "_item"),
+    )
+
+    def install(self, session: Any) -> None:
+        for event, method in self.HOOKS:
+            session.events.register(event, getattr(self, method), unique_id=f"snn-cost-{event}")
+
+    def _invoke_starts(self, params: dict[str, Any], **_: Any) -> None:
+        self._local.function = _function_name(params)
+        self._local.started = time.perf_counter()
+
+    def _invoke_ends(self, **_: Any) -> None:
+        function = getattr(self._local, "function", None)
+        if function is not None:
+            with self._lock:
+                self.seconds[function] += time.perf_counter() - self._local.started
+            self._local.function = None
+
+    def _request(self, model: Any, params: dict[str, Any], **_: Any) -> None:
+        service = model.service_model.service_name
+        function = getattr(self._local, "function", None)
+        if function is None and not (service == "s3" and model.name == "PutObject"):
+            return
+        # Neuron statistics are recorded at about 100 epochs of any run: counted apart.
+        stats = "/neurons/epoch" in params.get("url_path", "")
+        with self._lock:
+            self.requests[(service, model.name, stats)] += 1
+
+    def _item(self, parsed: dict[str, Any], **_: Any) -> None:
+        if "Item" in parsed and getattr(self._local, "function", None) is None:
+            self.record = parsed["Item"]
+
+    def usage(self, transitions: int, invocations: int, stats: bool) -> Any:
+        """The run's usage (of the neuron statistics alone, or of the rest)."""
+        from snn.cost import Usage
+
+        def count(service: str, ops: set[str] | None, exclude: set[str] = frozenset()) -> float:
+            return float(
+                sum(
+                    n
+                    for (s, op, st), n in self.requests.items()
+                    if s == service
+                    and st == stats
+                    and (ops is None or op in ops)
+                    and op not in exclude
+                )
+            )
+
+        if stats:
+            return Usage(
+                s3_put=count("s3", S3_PUT_CLASS),
+                s3_get=count("s3", None, S3_PUT_CLASS | S3_FREE),
+                dynamodb_writes=count("dynamodb", DYNAMODB_WRITES),
+                dynamodb_reads=count("dynamodb", DYNAMODB_READS),
+            )
+        return Usage(
+            state_transitions=float(transitions),
+            lambda_invocations=float(invocations),
+            lambda_seconds=float(sum(self.seconds.values())),
+            s3_put=count("s3", S3_PUT_CLASS),
+            s3_get=count("s3", None, S3_PUT_CLASS | S3_FREE),
+            dynamodb_writes=count("dynamodb", DYNAMODB_WRITES),
+            dynamodb_reads=count("dynamodb", DYNAMODB_READS),
+        )
+
+
+def meter_run(p: Any, data_dir: Path, run_id: str, template: str | Path) -> tuple[Any, Any, Meter]:
+    """Train on the local engine with a meter on its emulator's session: (usage, usage of the
+    neuron statistics, the meter)."""
+    from snn.engines import local
+
+    meter = Meter()
+    local.SESSION_HOOKS.append(meter.install)
+    try:
+        result = local.train(p, data_dir, run_id, template_path=template)
+    finally:
+        local.SESSION_HOOKS.remove(meter.install)
+    transitions = int(result.extra["state_transitions"])
+    invocations = int(result.extra["lambda_invocations"])
+    return (
+        meter.usage(transitions, invocations, stats=False),
+        meter.usage(transitions, invocations, stats=True),
+        meter,
+    )
+
+
+def record_size(record: dict[str, Any] | None) -> tuple[float, float]:
+    """(bytes of the run record with an empty map of costs, bytes each cost adds besides its
+    key), from the record as DynamoDB returned it."""
+    from snn.cost import item_bytes
+
+    if not record:
+        return 1024.0, 0.0
+    costs = record.get("costs", {}).get("M", {})
+    base = item_bytes({**record, "costs": {"M": {}}})
+    values = [item_bytes({"": v}) + 1 for v in costs.values()]  # value + 1 byte per element
+    return float(base), (sum(values) / len(values) if values else 0.0)
+
+
+def measure(p: Any, data_dir: Path, template: str | Path, sample_epochs: int) -> Any:
+    from snn.cost import from_runs
+
+    a, b = SHORT_RUN, sample_epochs
+    usage_a, stats_a, _ = meter_run(p.with_epochs(a), data_dir, "cost-short", template)
+    usage_b, stats_b, meter = meter_run(p.with_epochs(b), data_dir, "cost-long", template)
+    base, growth = record_size(meter.record)
+    return from_runs((a, usage_a, stats_a), (b, usage_b, stats_b), base, growth)
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+def _prices(args: argparse.Namespace) -> Any:
+    from snn.cost import Prices
+
+    overrides = {}
+    for name, (flag, _) in PRICE_FLAGS.items():
+        raw = getattr(args, f"price_{name}")
+        if raw is None:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise CostError(f"{flag} must be a number >= 0, got {raw!r}")
+        overrides[name] = value
+    return Prices().with_overrides(**overrides)
+
+
+def _money(x: float) -> str:
+    return f"${x:,.6f}" if x < 0.01 else f"${x:,.4f}" if x < 100 else f"${x:,.2f}"
+
+
+def _quantity(x: float) -> str:
+    if x >= 100 or x == int(x):
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich import box
+    from rich.table import Table
+
+    from snn.cli import err, out
+    from snn.cost import estimate
+    from snn.parameters import Parameters
+    from snn.stages import sampled_epochs
+
+    prices = _prices(args)
+    p = Parameters.load(args.params)
+    epochs = p.epochs if args.epochs is None else args.epochs
+    if epochs < 1:
+        raise CostError(f"--epochs must be at least 1, got {epochs}")
+    if not SHORT_RUN < args.sample_epochs <= 100:
+        raise CostError(
+            f"--sample-epochs must be from {SHORT_RUN + 1} to 100, got {args.sample_epochs}"
+        )
+    if not Path(args.template).is_file():
+        raise CostError(f"{args.template}: no such template (run from the project folder)")
+
+    with tempfile.TemporaryDirectory(prefix="snn-cost-") as tmp:
+        data_dir, what, n_x = _data(args.data, Path(tmp))
+        err.print(
+            f"metering runs of {SHORT_RUN} and {args.sample_epochs} epochs on the local engine "
+            f"({what})..."
+        )
+        m = measure(p, data_dir, args.template, args.sample_epochs)
+    samples = len(sampled_epochs(p.with_epochs(epochs)))
+    e = estimate(m, epochs, samples, prices)
+
+    dims = "-".join(str(n) for n in p.layer_dims(n_x))
+    table = Table(
+        title=f"AWS cost of a run: {dims} network ({p.layers} layers), {p.neurons_per_task} "
+        f"neuron(s) per task, {epochs:,} epochs",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+    )
+    for name, justify in (
+        ("", "left"),
+        ("unit", "left"),
+        ("per epoch", "right"),
+        ("per run", "right"),
+        ("$ per epoch", "right"),
+        ("$ per run", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+
+    def row(item: str, unit: str, quantity: float, dollars: float, style: str = "") -> None:
+        table.add_row(
+            item,
+            unit,
+            _quantity(quantity / epochs) if unit else "",
+            _quantity(quantity) if unit else "",
+            _money(dollars / epochs),
+            _money(dollars),
+            style=style,
+        )
+
+    for line in (e.standard, e.express, *e.shared):
+        row(line.item, line.unit, line.quantity, line.dollars)
+    table.add_section()
+    row("total with Standard", "", 0, e.total_standard, "bold")
+    row("total with Express", "", 0, e.total_express, "bold")
+    out.print(table)
+
+    if e.express_epochs_per_execution is None:
+        split = "one epoch alone takes longer than 5 minutes: Express cannot run this network"
+    else:
+        split = (
+            f"{e.express_executions:,} Express execution(s) of up to "
+            f"{e.express_epochs_per_execution:,} epochs each"
+        )
+    notes = [
+        f"Express executions last at most 5 minutes, so the run would be split: {split}. "
+        "Express runs each state at least once, not exactly once; that is safe here because "
+        "every stage is idempotent (it rewrites the same keys with the same bytes, and a "
+        "commit is conditional).",
+        "Lambda time is the handlers' time measured on this machine, against an in-memory S3 "
+        "and DynamoDB; on AWS each request adds network latency, so Lambda compute (and Express "
+        "duration, taken as the sum of the task durations) may be several times higher.",
+        "DynamoDB write units grow with the run record, which keeps every epoch's cost. "
+        "Storage, data transfer, CloudWatch and free tiers are left out.",
+    ]
+    for note in notes:
+        out.print(f"- {note}")
+    prices_table = Table(
+        title="assumed prices: us-east-1 list prices, 2025 (override with flags)",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+    )
+    prices_table.add_column("flag")
+    prices_table.add_column("value", justify="right")
+    prices_table.add_column("unit")
+    for name, (flag, text) in PRICE_FLAGS.items():
+        prices_table.add_row(flag, f"{getattr(prices, name):g}", text)
+    out.print(prices_table)
+    return 0
+
+
+def _data(data: str | None, tmp: Path) -> tuple[Path, str, int]:
+    """The folder to meter on: --data, else $SNN_DATA_DIR, else synthetic pictures of the real
+    size and count (the requests and transitions depend only on the shapes)."""
+    import os
+
+    from snn.data import load_dataset, synthetic_images, write_h5_pair
+
+    folder = data or os.environ.get("SNN_DATA_DIR")
+    if folder:
+        n_x = load_dataset(folder).n_x  # checked before any run starts
+        return Path(folder), f"data from {folder}", n_x
+    images = synthetic_images(size=64, m_train=209, m_test=50)
+    return write_h5_pair(tmp / "data", *images), "synthetic 64x64 pictures, 209 + 50", 12288

@@ -1,0 +1,262 @@
+"""Using a trained network: read a model, turn any picture into the network's input, classify it.
+
+Pure functions over files, bytes and arrays; the `snn predict` command and the Predict Lambda
+function both call them, so a picture gets the same label on this machine and on AWS.
+
+A picture becomes one column of X exactly as the training images did (`snn.data.preprocess`):
+RGB, S x S pixels (S from the model: W1 has S * S * 3 columns), values / 255, flattened in
+(row, column, channel) order.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import struct
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.lib.npyio import NpzFile
+from PIL import Image, ImageOps
+
+from snn import network as nn
+from snn.data import preprocess
+from snn.errors import ParametersError, SnnError
+from snn.parameters import Parameters
+
+Weights = list[tuple[np.ndarray, np.ndarray]]
+
+# Pictures larger than this are refused before they are decoded: a small file can claim a huge
+# size (a decompression bomb) and exhaust memory. 50 megapixels is more than a phone camera
+# writes and about 150 MB once decoded as RGB, well within a 1 GB Lambda function.
+MAX_PIXELS = 50_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow warns above this and raises above twice this
+
+# Downscaling a photo to 64 x 64 throws away most of its pixels. LANCZOS weighs a wide
+# neighbourhood of source pixels for each output pixel, so it averages detail away instead of
+# aliasing it into noise (as NEAREST does) and keeps edges sharper than BILINEAR or BICUBIC.
+RESAMPLE = Image.Resampling.LANCZOS
+
+LABELS = ("non-cat", "cat")  # index = the network's 0/1 prediction
+
+# What Pillow raises for a file that is not a picture, is truncated or corrupt, or is too big.
+_IMAGE_FAILURES = (
+    OSError,  # includes UnidentifiedImageError and "image file is truncated"
+    ValueError,
+    EOFError,
+    SyntaxError,
+    struct.error,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
+
+
+class ModelError(SnnError):
+    """No usable model: missing, not an .npz of W1, b1, ..., or inconsistent with itself."""
+
+
+class ImageError(SnnError):
+    """One picture cannot be classified (unreadable, not a picture, truncated, too large)."""
+
+    exit_code = 1
+
+
+# --- the model ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Model:
+    weights: Weights
+    activations: tuple[str, ...]
+    path: Path | None = None  # the model.npz it came from
+    run_folder: Path | None = None  # the folder with its metrics.json, if any
+
+    @property
+    def n_x(self) -> int:
+        return int(self.weights[0][0].shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return image_size(self.n_x)
+
+
+def image_size(n_x: int) -> int:
+    """S such that n_x = S * S * 3: the side of the square RGB pictures the model takes."""
+    side = math.isqrt(n_x // 3)
+    if n_x < 3 or side * side * 3 != n_x:
+        raise ModelError(f"the model takes {n_x} inputs, which is not S x S RGB pixels")
+    return side
+
+
+def read_weights(source: str | Path | bytes, name: str = "model") -> Weights:
+    """[(W1, b1), ..., (WL, bL)] from an .npz (a path or its bytes), checked for shape: each W
+    takes the previous layer's outputs, each b is a column, the last layer is one neuron."""
+    data = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        loaded = np.load(data, allow_pickle=False)
+        if not isinstance(loaded, NpzFile):
+            raise ModelError(f"{name}: a single array, not an .npz of W1, b1, ..., WL, bL")
+        with loaded as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise ModelError(f"{name}: no such file") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise ModelError(f"{name}: not a readable .npz model ({exc})") from None
+    layers = len([k for k in arrays if k.startswith("W")])
+    expected = {f"{p}{layer}" for layer in range(1, layers + 1) for p in "Wb"}
+    if layers == 0 or set(arrays) != expected:
+        raise ModelError(
+            f"{name}: expected arrays W1, b1, ..., WL, bL; found {', '.join(sorted(arrays))}"
+        )
+    weights = [(arrays[f"W{layer}"], arrays[f"b{layer}"]) for layer in range(1, layers + 1)]
+    n_prev = None
+    for layer, (W, b) in enumerate(weights, 1):
+        if W.ndim != 2 or W.dtype.kind != "f" or b.dtype.kind != "f":
+            raise ModelError(f"{name}: W{layer} must be a 2-d float array, got {W.dtype} {W.shape}")
+        if n_prev is not None and W.shape[1] != n_prev:
+            raise ModelError(
+                f"{name}: W{layer} takes {W.shape[1]} inputs but layer {layer - 1} has "
+                f"{n_prev} neurons"
+            )
+        if b.shape != (W.shape[0], 1):
+            raise ModelError(f"{name}: b{layer} has shape {b.shape}, expected ({W.shape[0]}, 1)")
+        n_prev = W.shape[0]
+    if n_prev != 1:
+        raise ModelError(f"{name}: the last layer has {n_prev} neurons, expected 1 (cat or not)")
+    return weights
+
+
+def default_activations(layers: int) -> tuple[str, ...]:
+    """What a bare model.npz is assumed to use: relu hidden layers, a sigmoid output."""
+    return ("relu",) * (layers - 1) + ("sigmoid",)
+
+
+def activations_from_metrics(path: Path) -> tuple[str, ...]:
+    """The activations of a run, from the "parameters" of its metrics.json."""
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        return Parameters.from_dict(metrics["parameters"]).activations
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: cannot be read ({exc})") from None
+    except (KeyError, TypeError, ParametersError) as exc:
+        raise ModelError(f'{path}: no valid "parameters" ({exc})') from None
+
+
+def check_model(weights: Weights, activations: tuple[str, ...], name: str = "model") -> None:
+    if len(activations) != len(weights):
+        raise ModelError(
+            f"{name}: {len(weights)} layers of weights but {len(activations)} activations"
+        )
+    image_size(int(weights[0][0].shape[1]))
+
+
+def newest_run(runs_dir: Path) -> Path | None:
+    """The run folder under runs_dir whose model.npz was written last."""
+    if not runs_dir.is_dir():
+        return None
+    models = [p / "model.npz" for p in runs_dir.iterdir() if (p / "model.npz").is_file()]
+    return max(models, key=lambda m: m.stat().st_mtime_ns).parent if models else None
+
+
+def load_model(where: str | Path | None, runs_dir: str | Path = "runs") -> Model:
+    """A run folder, or a model.npz (with the activations of a metrics.json beside it, if any);
+    by default the newest run folder under runs_dir that has a model.npz."""
+    if where is None:
+        found = newest_run(Path(runs_dir))
+        if found is None:
+            raise ModelError(
+                f"no model: {runs_dir}/ holds no run folder with a model.npz; train one with "
+                "`snn train` or pass --model RUN_FOLDER_OR_model.npz"
+            )
+        where = found
+    where = Path(where)
+    if where.is_dir():
+        path = where / "model.npz"
+        if not path.is_file():
+            raise ModelError(f"{where}: no model.npz in this folder (is it a run folder?)")
+    elif where.is_file():
+        path = where
+    else:
+        raise ModelError(f"{where}: no such run folder or model file")
+    weights = read_weights(path, str(path))
+    metrics = path.parent / "metrics.json"
+    if metrics.is_file():
+        activations, folder = activations_from_metrics(metrics), path.parent
+    else:
+        activations, folder = default_activations(len(weights)), None
+    check_model(weights, activations, str(path))
+    return Model(weights, activations, path, folder)
+
+
+# --- pictures ----------------------------------------------------------------------------------
+
+
+def _rgb(im: Image.Image) -> Image.Image:
+    """The picture as RGB; transparent parts are laid on white, as a viewer shows them."""
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def load_image(source: str | Path | bytes, size: int = 64, name: str | None = None) -> np.ndarray:
+    """A picture file (a path or its bytes, any format Pillow reads) as one column of X: shape
+    (size * size * 3,), float64 in [0, 1], as `snn.data.preprocess` flattens the training set.
+
+    It is turned upright (EXIF orientation), converted to RGB and resized to size x size with
+    RESAMPLE (the whole picture, not a crop, as the data set's pictures are framed). A picture
+    already of that size is used pixel for pixel."""
+    label = name or ("<bytes>" if isinstance(source, bytes) else str(source))
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(stream) as im:
+                width, height = im.size
+                if width * height > MAX_PIXELS:
+                    raise ImageError(
+                        f"{label}: {width} x {height} pixels is over the limit of {MAX_PIXELS:,}"
+                    )
+                im.load()
+                picture = _rgb(ImageOps.exif_transpose(im))
+    except FileNotFoundError:
+        raise ImageError(f"{label}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{label}: is a folder, not a picture") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"{label}: not a picture Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{label}: refused as a possible decompression bomb ({exc})") from None
+    except _IMAGE_FAILURES as exc:
+        raise ImageError(f"{label}: cannot be read as a picture ({exc})") from None
+    if picture.size != (size, size):
+        picture = picture.resize((size, size), RESAMPLE)
+    pixels = np.asarray(picture, dtype=np.uint8).reshape(1, size, size, 3)
+    return preprocess(pixels)[:, 0]
+
+
+# --- classifying -------------------------------------------------------------------------------
+
+
+def predict_images(weights: Weights, activations: tuple[str, ...], X: np.ndarray) -> np.ndarray:
+    """P(cat) for each column of X (n_x, m): the network's forward pass, shape (m,)."""
+    return nn.forward(weights, activations, X)[0]
+
+
+def label_of(probability: float) -> str:
+    """The network's decision rule (`network.predict`): cat when P(cat) > 0.5."""
+    return LABELS[int(nn.predict(np.array([[probability]]))[0, 0])]
+
+
+def classify(model: Model, pictures: list[np.ndarray]) -> list[dict[str, Any]]:
+    """[{"label", "probability"}] for pictures already loaded with `load_image`."""
+    if not pictures:
+        return []
+    probabilities = predict_images(model.weights, model.activations, np.column_stack(pictures))
+    return [{"label": label_of(float(p)), "probability": float(p)} for p in probabilities]
