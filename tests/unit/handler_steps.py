@@ -18,6 +18,8 @@ STAGES = (
     "evaluate",
     "record_failure",
 )
+# Functions outside training: the state machine never invokes them.
+OUTSIDE_TRAINING = ("predict",)
 
 
 def handler(stage: str) -> Any:

@@ -26,6 +26,8 @@ STAGES = [
     "evaluate",
     "record_failure",
 ]
+# Functions outside training: the state machine never invokes them.
+OUTSIDE_TRAINING = ["predict"]
 HANDLER = re.compile(r"^snn\.handlers\.(?P<module>[a-z_][a-z0-9_]*)\.handler$")
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 
@@ -92,12 +94,12 @@ def statements(node: Any) -> Iterator[dict[str, Any]]:
 
 def test_one_function_per_stage() -> None:
     modules = sorted(module_of(p) for p in FUNCTIONS.values())
-    assert modules == sorted(STAGES)
+    assert modules == sorted(STAGES + OUTSIDE_TRAINING)
 
 
 @pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
 def test_handler_is_an_expected_stage(logical_id: str) -> None:
-    assert module_of(FUNCTIONS[logical_id]) in STAGES
+    assert module_of(FUNCTIONS[logical_id]) in STAGES + OUTSIDE_TRAINING
 
 
 @pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
@@ -138,7 +140,7 @@ def test_state_machine_may_invoke_every_function() -> None:
         for policy in machine["Policies"]
         if isinstance(policy, dict) and "LambdaInvokePolicy" in policy
     }
-    assert invokable == set(FUNCTIONS)
+    assert invokable == {f for f, p in FUNCTIONS.items() if module_of(p) not in OUTSIDE_TRAINING}
 
 
 def test_no_policy_statement_has_resource_star() -> None:
@@ -177,3 +179,14 @@ def test_bucket_is_encrypted_and_not_public() -> None:
         "IgnorePublicAcls": True,
         "RestrictPublicBuckets": True,
     }
+
+
+def test_predict_reads_only_and_its_url_needs_iam_auth() -> None:
+    (function_id,) = [f for f, p in FUNCTIONS.items() if module_of(p) == "predict"]
+    predict = FUNCTIONS[function_id]
+    assert predict["FunctionUrlConfig"]["AuthType"] == "AWS_IAM"
+    assert "Cors" not in predict["FunctionUrlConfig"]
+    policies = sorted(next(iter(p)) for p in predict["Policies"])
+    assert policies == ["DynamoDBReadPolicy", "S3ReadPolicy"]
+    url = TEMPLATE_DATA["Outputs"][f"{function_id}Url"]["Value"]
+    assert url == {"Fn::GetAtt": [f"{function_id}Url", "FunctionUrl"]}

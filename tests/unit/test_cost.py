@@ -1,0 +1,222 @@
+"""`snn cost` and snn.cost: the pricing arithmetic on known counts, and the metering of short
+runs on the local engine."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from snn import cost
+from snn.cli import main
+from snn.commands.cost import PRICE_FLAGS, measure, record_size
+from snn.cost import Measurement, Prices, Usage, estimate, from_runs, item_bytes
+from snn.parameters import Parameters
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_from_runs_splits_per_run_per_epoch_and_per_sample() -> None:
+    per_epoch = Usage(state_transitions=20, lambda_invocations=10, lambda_seconds=0.5, s3_put=15)
+    fixed = Usage(state_transitions=3, lambda_invocations=2, lambda_seconds=0.2, s3_put=7)
+    stats = Usage(s3_put=2, s3_get=2)
+    m = from_runs(
+        (2, fixed + per_epoch.scaled(2), stats.scaled(2)),
+        (5, fixed + per_epoch.scaled(5), stats.scaled(5)),
+        record_bytes=500,
+        record_bytes_per_epoch=20,
+    )
+    for name in ("state_transitions", "lambda_invocations", "lambda_seconds", "s3_put"):
+        assert getattr(m.per_epoch, name) == pytest.approx(getattr(per_epoch, name))
+        assert getattr(m.per_run, name) == pytest.approx(getattr(fixed, name))
+    assert m.per_sample == stats
+    with pytest.raises(ValueError, match="0 < a < b"):
+        from_runs((3, fixed, stats), (3, fixed, stats), 0, 0)
+
+
+def test_noise_never_makes_a_part_negative() -> None:
+    m = from_runs(
+        (2, Usage(lambda_seconds=1.0), Usage()), (4, Usage(lambda_seconds=0.9), Usage()), 0, 0
+    )
+    assert m.per_epoch.lambda_seconds == 0 and m.per_run.lambda_seconds == 0.9
+
+
+def measurement(**per_epoch: float) -> Measurement:
+    return Measurement(
+        per_run=Usage(state_transitions=4, lambda_invocations=2, s3_put=10, dynamodb_writes=2),
+        per_epoch=Usage(**per_epoch),
+        per_sample=Usage(s3_put=3, s3_get=3),
+        record_bytes=1000,
+        record_bytes_per_epoch=20,
+    )
+
+
+def test_the_estimate_by_hand() -> None:
+    m = measurement(
+        state_transitions=100,
+        lambda_invocations=20,
+        lambda_seconds=2.0,
+        s3_put=30,
+        s3_get=50,
+        dynamodb_writes=2,
+        dynamodb_reads=0,
+    )
+    e = estimate(m, epochs=1000, samples=100)
+    # Standard: (4 + 100 * 1000) transitions at $0.025 per 1,000
+    assert e.standard.quantity == 100_004
+    assert e.standard.dollars == pytest.approx(100_004 / 1000 * 0.025)
+    # Express: 2 s of tasks per epoch -> 150 epochs per 5-minute execution -> 7 executions;
+    # 2,000 s at 64 MB = 125 GB-seconds
+    assert (e.express_epochs_per_execution, e.express_executions) == (150, 7)
+    assert e.express.quantity == pytest.approx(125)
+    assert e.express.dollars == pytest.approx(7 / 1e6 * 1.0 + 125 * 0.00001667)
+    lines = {line.item: line for line in e.shared}
+    assert lines["Lambda requests"].quantity == 20_002
+    assert lines["Lambda requests"].dollars == pytest.approx(20_002 / 1e6 * 0.20)
+    assert lines["Lambda compute"].quantity == pytest.approx(2000)  # 1024 MB = 1 GB
+    assert lines["Lambda compute"].dollars == pytest.approx(2000 * 0.0000133334)
+    assert lines["S3 PUT, LIST"].quantity == 10 + 30 * 1000 + 3 * 100
+    assert lines["S3 PUT, LIST"].dollars == pytest.approx(30_310 / 1000 * 0.005)
+    assert lines["S3 GET"].quantity == 50 * 1000 + 3 * 100
+    assert lines["S3 GET"].dollars == pytest.approx(50_300 / 1000 * 0.0004)
+    # DynamoDB: each epoch adds 20 bytes + its key's digits; every write is billed by 1 KB
+    sizes, size = [], 1000.0
+    for epoch in range(1000):
+        size += 20 + len(str(epoch))
+        sizes.append(size)
+    units = 2 * sum(math.ceil(s / 1024) for s in sizes) + 2 * math.ceil(sizes[-1] / 1024)
+    assert lines["DynamoDB write"].quantity == units
+    assert lines["DynamoDB write"].dollars == pytest.approx(units / 1e6 * 0.625)
+    total = sum(line.dollars for line in e.shared)
+    assert e.total_standard == pytest.approx(e.standard.dollars + total)
+    assert e.total_express == pytest.approx(e.express.dollars + total)
+    assert e.total_express < e.total_standard
+
+
+def test_an_epoch_longer_than_five_minutes_cannot_run_on_express() -> None:
+    e = estimate(measurement(lambda_seconds=301.0), epochs=3, samples=3)
+    assert e.express_epochs_per_execution is None and e.express_executions == 3
+
+
+def test_prices_can_be_overridden_but_not_made_negative() -> None:
+    cheap = Prices().with_overrides(sfn_standard_per_1k_transitions=0.0)
+    m = measurement(state_transitions=10)
+    assert estimate(m, 10, 10, cheap).standard.dollars == 0
+    assert estimate(m, 10, 10).standard.dollars > 0
+    with pytest.raises(ValueError, match=">= 0"):
+        Prices().with_overrides(s3_get_per_1k=-1)
+    with pytest.raises(ValueError, match="unknown price"):
+        Prices().with_overrides(gpu_per_hour=1)
+    with pytest.raises(ValueError, match="samples"):
+        estimate(m, 10, 11)
+
+
+def test_every_price_has_a_flag() -> None:
+    assert sorted(PRICE_FLAGS) == sorted(Prices.names())
+    flags = [flag for flag, _ in PRICE_FLAGS.values()]
+    assert len(set(flags)) == len(flags)
+
+
+def test_item_bytes_counts_names_and_values() -> None:
+    assert item_bytes({"run_id": {"S": "abc"}}) == 6 + 3
+    assert item_bytes({"n": {"N": "12345"}}) == 1 + 4
+    assert item_bytes({"m": {"M": {"0": {"S": "0.5"}, "1": {"S": "0.25"}}}}) == 1 + 3 + 5 + 6
+    record = {"run_id": {"S": "r"}, "costs": {"M": {"0": {"S": "0.5"}, "1": {"S": "0.25"}}}}
+    base, per_epoch = record_size(record)
+    assert base == item_bytes({"run_id": {"S": "r"}, "costs": {"M": {}}})
+    assert per_epoch == (4 + 5) / 2  # value + 1 byte each; the key is added per epoch
+
+
+def three_layers() -> Parameters:
+    return Parameters.from_dict(
+        {
+            "epochs": 10,
+            "layers": 3,
+            "activations": {"layer1": "relu", "layer2": "tanh", "layer3": "sigmoid"},
+            "neurons": {"layer1": 5, "layer2": 3, "layer3": 1},
+            "learning_rate": 0.05,
+            "neurons_per_task": 2,
+        }
+    )
+
+
+def test_metering_counts_what_the_handlers_do(synthetic_dir: Path, aws_env: None) -> None:
+    m = measure(three_layers(), synthetic_dir, ROOT / "template.yaml", sample_epochs=4)
+    # shards: 3 + 2 + 1 = 6. Per epoch: forward (2 tasks per shard), loss, backward, update,
+    # commit; per run: init and evaluate.
+    assert m.per_epoch.lambda_invocations == 2 * 6 + 1 + 6 + 6 + 1
+    assert m.per_run.lambda_invocations == 2
+    assert m.per_epoch.state_transitions > m.per_epoch.lambda_invocations
+    # each shard writes Z and A, dW and db, the next W and b; the layers after the first
+    # write dA_prev (3 shards); the loss writes dA of the output; Commit lists an old epoch
+    assert m.per_epoch.s3_put == 6 * 6 + 3 + 1 + 1
+    assert m.per_epoch.s3_get > m.per_epoch.s3_put
+    assert m.per_epoch.dynamodb_writes == 2  # the epoch's cost, the commit
+    assert m.per_sample.s3_put == 6  # one statistics object per shard
+    assert m.per_sample.s3_get == 6  # read back once, by Evaluate
+    assert m.per_epoch.lambda_seconds > 0
+    assert m.per_run.s3_put >= 3  # the two h5 files and parameters.json, at least
+    assert 100 < m.record_bytes < 2000 and 15 < m.record_bytes_per_epoch < 30
+
+
+def test_cost_command_prints_the_estimate(
+    synthetic_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], aws_env: None
+) -> None:
+    params = tmp_path / "p.json"
+    params.write_text(three_layers().to_json())
+    code = main(
+        [
+            "cost",
+            "--params",
+            str(params),
+            "--epochs",
+            "2500",
+            "--data",
+            str(synthetic_dir),
+            "--template",
+            str(ROOT / "template.yaml"),
+            "--price-sfn-standard",
+            "0.05",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    out = captured.out
+    assert "48-5-3-1 network" in out and "2,500 epochs" in out
+    for item in ("SFN Standard", "SFN Express", "Lambda compute", "S3 GET", "DynamoDB write"):
+        assert item in out
+    assert "total with Standard" in out and "total with Express" in out
+    assert "at most 5 minutes" in out and "idempotent" in out
+    assert "--price-sfn-standard" in out and "0.05" in out  # the prices used, printed
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--price-s3-put", "-1"], "--price-s3-put must be a number >= 0, got '-1'"),
+        (["--price-lambda-gb-second", "cheap"], "--price-lambda-gb-second must be a number"),
+        (["--price-sfn-standard", "nan"], "--price-sfn-standard must be a number"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--sample-epochs", "2"], "--sample-epochs must be from 3 to 100"),
+        (["--params", "missing.json"], "no such parameters file"),
+        (["--template", "missing.yaml"], "no such template"),
+    ],
+)
+def test_bad_flags_are_one_line_errors(
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "parameters.json").write_text(three_layers().to_json())
+    assert main(["cost", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_module_names_its_assumptions() -> None:
+    assert "us-east-1" in (cost.__doc__ or "")
+    assert cost.EXPRESS_MAX_SECONDS == 300
