@@ -1,9 +1,11 @@
 """The `snn` command.
 
     snn train [--engine local|direct|aws] [--params FILE] [--data DIR] [--epochs N] [--out DIR]
+    snn predict IMAGE... | evaluate | inspect RUN_FOLDER | cost     (see snn.commands)
 
 Expected failures (bad input, missing data, a failed run) print one line (or a few, for a failed
-run) and exit non-zero: 2 for bad input, 1 for a run that failed. Never a traceback.
+run) and exit non-zero: 2 for bad input, 1 for a run that failed (or a picture that `snn
+predict` could not classify). Never a traceback.
 """
 
 from __future__ import annotations

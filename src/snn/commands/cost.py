@@ -18,10 +18,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from snn.errors import SnnError
+
+if TYPE_CHECKING:
+    from snn.cost import Measurement, Prices, Usage
+    from snn.parameters import Parameters
 
 # S3 operations billed as PUT requests (the others, but DELETE, are billed as GET requests).
 S3_PUT_CLASS = {
@@ -166,7 +170,7 @@ class Meter:
         if "Item" in parsed and getattr(self._local, "function", None) is None:
             self.record = parsed["Item"]
 
-    def usage(self, transitions: int, invocations: int, stats: bool) -> Any:
+    def usage(self, transitions: int, invocations: int, stats: bool) -> Usage:
         """The run's usage (of the neuron statistics alone, or of the rest)."""
         from snn.cost import Usage
 
@@ -182,25 +186,24 @@ class Meter:
                 )
             )
 
-        if stats:
-            return Usage(
-                s3_put=count("s3", S3_PUT_CLASS),
-                s3_get=count("s3", None, S3_PUT_CLASS | S3_FREE),
-                dynamodb_writes=count("dynamodb", DYNAMODB_WRITES),
-                dynamodb_reads=count("dynamodb", DYNAMODB_READS),
-            )
-        return Usage(
-            state_transitions=float(transitions),
-            lambda_invocations=float(invocations),
-            lambda_seconds=float(sum(self.seconds.values())),
+        requests = Usage(
             s3_put=count("s3", S3_PUT_CLASS),
             s3_get=count("s3", None, S3_PUT_CLASS | S3_FREE),
             dynamodb_writes=count("dynamodb", DYNAMODB_WRITES),
             dynamodb_reads=count("dynamodb", DYNAMODB_READS),
         )
+        if stats:
+            return requests
+        return requests + Usage(
+            state_transitions=float(transitions),
+            lambda_invocations=float(invocations),
+            lambda_seconds=float(sum(self.seconds.values())),
+        )
 
 
-def meter_run(p: Any, data_dir: Path, run_id: str, template: str | Path) -> tuple[Any, Any, Meter]:
+def meter_run(
+    p: Parameters, data_dir: Path, run_id: str, template: str | Path
+) -> tuple[Usage, Usage, Meter]:
     """Train on the local engine with a meter on its emulator's session: (usage, usage of the
     neuron statistics, the meter)."""
     from snn.engines import local
@@ -233,7 +236,7 @@ def record_size(record: dict[str, Any] | None) -> tuple[float, float]:
     return float(base), (sum(values) / len(values) if values else 0.0)
 
 
-def measure(p: Any, data_dir: Path, template: str | Path, sample_epochs: int) -> Any:
+def measure(p: Parameters, data_dir: Path, template: str | Path, sample_epochs: int) -> Measurement:
     from snn.cost import from_runs
 
     a, b = SHORT_RUN, sample_epochs
@@ -246,7 +249,7 @@ def measure(p: Any, data_dir: Path, template: str | Path, sample_epochs: int) ->
 # --- the command ---------------------------------------------------------------------------------
 
 
-def _prices(args: argparse.Namespace) -> Any:
+def _prices(args: argparse.Namespace) -> Prices:
     from snn.cost import Prices
 
     overrides = {}

@@ -11,11 +11,15 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from snn.commands.predict import MODEL_HELP
+
+if TYPE_CHECKING:
+    from snn.data import Dataset
+    from snn.predict import Model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,8 +63,8 @@ def scores(AL: np.ndarray, Y: np.ndarray) -> dict[str, Any]:
     }
 
 
-def evaluate(model: Any, dataset: Any) -> dict[str, Any]:
-    """{"train": scores, "test": scores} of a model (`snn.predict.Model`) on a data set."""
+def evaluate(model: Model, dataset: Dataset) -> dict[str, Any]:
+    """{"train": scores, "test": scores} of a model on a data set."""
     from snn import network as nn
     from snn.errors import DataError
 
@@ -101,6 +105,7 @@ def _cell(value: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich import box
     from rich.table import Table
 
     from snn.cli import out
@@ -111,7 +116,12 @@ def run(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data)
     results = evaluate(model, load_dataset(data_dir))
 
-    table = Table(title=f"evaluation of {model.path}")
+    table = Table(
+        title=f"evaluation of {model.path}",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+    )
     table.add_column("")
     table.add_column("train", justify="right")
     table.add_column("test", justify="right")

@@ -222,6 +222,7 @@ class EmbeddedStack:
         self._mock: Any = None
         self.lambdas: LambdaService | None = None
         self.stack: stack.Stack | None = None
+        self._outside_before: set[int] = set()
 
     # --- standing the stack up ------------------------------------------------------------------
 
@@ -284,6 +285,58 @@ class EmbeddedStack:
 
         backend = stepfunctions_parser_backends[ACCOUNT][REGION]
         return list(backend.get_execution_history(execution_arn)["events"])
+
+    def compact(self) -> None:
+        """Keep the emulator's memory bounded over a long run. moto keeps, for its dashboard,
+        every S3 object ever written (deleted ones too, undisposed) and every interpreter
+        thread that has finished. Deleted objects are disposed of and forgotten, finished threads
+        dropped. Reads and prunes moto's bookkeeping, so it is pinned to the moto version it was
+        written for (tests/unit/test_moto.py)."""
+        import moto
+
+        if moto.__version__ != MOTO_VERSION:
+            return
+        from moto.s3.models import FakeKey, s3_backends
+        from moto.stepfunctions.parser.utils import TMP_THREADS
+
+        # A key is tracked a moment before it enters its bucket, so a key is disposed of only
+        # if it was already out of every bucket at the previous compaction (a deleted key never
+        # returns: writing the name again makes a new key). list() copies are atomic.
+        tracked = FakeKey.instances_tracked
+        candidates = list(tracked)
+        buckets = list(s3_backends[ACCOUNT]["aws"].buckets.values())
+        live = {
+            id(key)
+            for bucket in buckets
+            for versions in list(dict.values(bucket.keys))
+            for key in versions
+        }
+        outside = {id(key) for key in candidates if id(key) not in live}
+        doomed = outside & self._outside_before
+        self._outside_before = outside - doomed
+        if doomed:
+            for key in candidates:
+                if id(key) in doomed:
+                    key.dispose()
+            tracked[:] = [key for key in tracked if id(key) not in doomed]
+        TMP_THREADS[:] = [t for t in list(TMP_THREADS) if t.is_alive()]
+
+    def forget_execution(self, execution_arn: str) -> None:
+        """Drop a succeeded execution, once summarised, from the emulator: a long run's
+        histories would otherwise all stay in memory (AWS keeps them for 90 days)."""
+        import moto
+
+        if moto.__version__ != MOTO_VERSION:
+            return
+        from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+        backend = stepfunctions_parser_backends[ACCOUNT][REGION]
+        for machine in backend.state_machines:
+            machine.executions[:] = [
+                e
+                for e in machine.executions
+                if not (e.exec_arn == execution_arn and e.exec_status == "SUCCEEDED")
+            ]
 
     def __exit__(self, *exc: object) -> None:
         restore = getattr(self, "_restore_interpreter", None)
@@ -397,8 +450,12 @@ class QuotaGuard:
     It is counted about once a second; the whole history is checked again when the execution
     ends."""
 
-    def __init__(self, st: stack.Stack, execution_arn: str, every_seconds: float = 1.0) -> None:
-        self.st, self.execution_arn, self.every = st, execution_arn, every_seconds
+    def __init__(
+        self, embedded: EmbeddedStack, execution_arn: str, every_seconds: float = 1.0
+    ) -> None:
+        assert embedded.stack is not None
+        self.embedded, self.st = embedded, embedded.stack
+        self.execution_arn, self.every = execution_arn, every_seconds
         self.exceeded = 0
         self._next = time.monotonic() + every_seconds
 
@@ -406,6 +463,7 @@ class QuotaGuard:
         if time.monotonic() < self._next or self.exceeded:
             return
         self._next = time.monotonic() + self.every
+        self.embedded.compact()
         length = stack.history_length(self.st, self.execution_arn)
         if length > stack.MAX_HISTORY_EVENTS:
             self.exceeded = length
@@ -491,39 +549,47 @@ def _follow(
     st, lambdas = embedded.stack, embedded.lambdas
     assert st is not None and lambdas is not None
     guards: list[QuotaGuard] = []
+    executions: list[stack.Execution] = []
 
     def guard(execution_arn: str) -> Any:
-        guards.append(QuotaGuard(st, execution_arn))
+        guards.append(QuotaGuard(embedded, execution_arn))
         return guards[-1].check
 
     try:
-        executions = stack.follow_run(st, run_id, arn, on_epoch, guard=guard, reported=reported)
+        stack.follow_run(
+            st,
+            run_id,
+            arn,
+            on_epoch,
+            guard=guard,
+            reported=reported,
+            executions=executions,
+            ended=embedded.forget_execution,
+        )
     except KeyboardInterrupt:
         _stop_all(embedded)
-        where = _save_state(embedded, run_id, event, resume_dir, prior)
+        where = _save_state(embedded, run_id, event, resume_dir, prior, executions)
         raise RunInterrupted(f"run {run_id} interrupted{where}") from None
 
-    too_long = next(
-        (len(ex.events) for ex in executions if len(ex.events) > stack.MAX_HISTORY_EVENTS), 0
-    )
-    too_long = too_long or max((g.exceeded for g in guards), default=0)
-    if too_long:
+    too_long = max([ex.stats["history_events"] for ex in executions] + [g.exceeded for g in guards])
+    if too_long > stack.MAX_HISTORY_EVENTS:
         cause = (
             f"execution history reached {too_long} events, over the quota of "
             f"{stack.MAX_HISTORY_EVENTS} events of a Standard execution"
         )
         st.runs.update(run_id, {"status": "FAILED", "error": "States.Runtime", "cause": cause})
-        where = _save_state(embedded, run_id, event, resume_dir, prior)
+        where = _save_state(embedded, run_id, event, resume_dir, prior, executions)
         raise RunFailed(f"run {run_id} failed: States.Runtime: {cause}{where}")
     last = executions[-1]
     if not last.succeeded:
         failure = stack.failure_cause(st, run_id, last.description)
-        where = _save_state(embedded, run_id, event, resume_dir, prior)
+        where = _save_state(embedded, run_id, event, resume_dir, prior, executions)
         raise RunFailed(f"{failure}{where}")
     for ex in executions:
-        oversized = stack.oversized_payload(ex.events)
-        if oversized:
-            raise RunFailed(f"run {run_id} failed: States.DataLimitExceeded: {oversized}")
+        if ex.stats["oversized"]:
+            raise RunFailed(
+                f"run {run_id} failed: States.DataLimitExceeded: {ex.stats['oversized']}"
+            )
     extra = _merge_summaries(prior, stack.run_summary(executions))
     extra["lambda_invocations_served"] = sum(lambdas.invocations.values())
     extra["injected_faults"] = dict(lambdas.faults)
@@ -556,18 +622,21 @@ def _merge_summaries(prior: dict[str, Any] | None, later: dict[str, Any]) -> dic
     return merged
 
 
-def _all_executions(embedded: EmbeddedStack) -> list[stack.Execution]:
-    """Every execution of the embedded state machine (they are all this run's), oldest first."""
+def _all_executions(embedded: EmbeddedStack, known: list[stack.Execution]) -> list[stack.Execution]:
+    """The run's executions: those already summarised, then any other the emulator still holds
+    (the one that was stopped or failed), oldest first."""
     st = embedded.stack
     assert st is not None
+    names = {ex.description["name"] for ex in known}
     listed = st.sfn.list_executions(stateMachineArn=st.state_machine_arn)["executions"]
     listed.sort(key=lambda e: e["startDate"])
-    return [
-        stack.Execution(
+    return known + [
+        stack.Execution.of(
             st.sfn.describe_execution(executionArn=e["executionArn"]),
             stack.history(st, e["executionArn"]),
         )
         for e in listed
+        if e["name"] not in names
     ]
 
 
@@ -577,6 +646,7 @@ def _save_state(
     event: dict[str, str],
     resume_dir: Path | None,
     prior: dict[str, Any] | None = None,
+    known: list[stack.Execution] | None = None,
 ) -> str:
     """Save what `resume` needs: the run record, the execution input, and the objects a new
     execution reads (parameters, inputs, the committed epoch's weights, neuron statistics).
@@ -620,7 +690,9 @@ def _save_state(
         "run_id": run_id,
         "execution_input": event,
         "record": record,
-        "summary": _merge_summaries(prior, stack.run_summary(_all_executions(embedded))),
+        "summary": _merge_summaries(
+            prior, stack.run_summary(_all_executions(embedded, known or []))
+        ),
     }
     (tmp / RESUME_FILE).write_text(json.dumps(state, indent=1))
     shutil.rmtree(resume_dir, ignore_errors=True)

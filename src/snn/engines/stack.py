@@ -103,10 +103,22 @@ def follow(
 
 @dataclass
 class Execution:
-    """One execution of a run, as it ended."""
+    """One execution of a run, as it ended, and what its history says (its events are not
+    kept: a long run has hundreds of thousands)."""
 
     description: dict[str, Any]
-    events: list[dict[str, Any]]
+    stats: dict[str, Any]
+
+    @classmethod
+    def of(cls, description: dict[str, Any], events: list[dict[str, Any]]) -> Execution:
+        first, last = epoch_span(events)
+        stats = {
+            **execution_stats(events),
+            "first_epoch": first,
+            "last_epoch": last,
+            "oversized": oversized_payload(events),
+        }
+        return cls(description, stats)
 
     @property
     def succeeded(self) -> bool:
@@ -125,16 +137,22 @@ def follow_run(
     poll_seconds: float = 0.2,
     guard: Callable[[str], Callable[[], None]] | None = None,
     reported: int = 0,
+    executions: list[Execution] | None = None,
+    ended: Callable[[str], None] | None = None,
 ) -> list[Execution]:
     """Follow a run across its executions (a long run continues in new ones) until it ends or an
-    execution fails. `guard(arn)` makes the per-poll check of each execution."""
-    executions: list[Execution] = []
+    execution fails. `guard(arn)` makes the per-poll check of each execution; each execution
+    that ended is appended to `executions` (also when following is interrupted), then `ended`
+    is told its ARN."""
+    executions = [] if executions is None else executions
     arn = first_arn
     while True:
         description, reported = follow(
             stack, run_id, arn, on_epoch, poll_seconds, guard(arn) if guard else None, reported
         )
-        executions.append(Execution(description, history(stack, arn)))
+        executions.append(Execution.of(description, history(stack, arn)))
+        if ended:
+            ended(arn)
         record = stack.runs.get(run_id) or {}
         if not executions[-1].succeeded or record.get("status") != "RUNNING":
             return executions
@@ -253,15 +271,14 @@ def run_summary(executions: list[Execution]) -> dict[str, Any]:
         "failed_invocations": 0,
     }
     for ex in executions:
-        stats = execution_stats(ex.events)
-        first, last = epoch_span(ex.events)
+        stats = ex.stats
         summary["executions"].append(
             {
                 "name": ex.description["name"],
                 "status": ex.description["status"],
                 "history_events": stats["history_events"],
-                "first_epoch": first,
-                "last_epoch": last,
+                "first_epoch": stats["first_epoch"],
+                "last_epoch": stats["last_epoch"],
             }
         )
         for key in ("state_transitions", "lambda_invocations", "failed_invocations"):

@@ -89,6 +89,7 @@ def stage(
         @functools.wraps(fn)
         def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             fields = read_event(event, *names, optional=optional)
+            logger.thread_safe_clear_keys()  # a warm container keeps the last call's keys
             logger.thread_safe_append_keys(
                 **{k: v for k, v in fields.items() if k in ("run_id", "epoch", "layer", "shard")}
             )

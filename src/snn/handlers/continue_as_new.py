@@ -38,7 +38,7 @@ def _continue(
         )
     p = ctx.parameters(run_id)
     record = ctx.runs.get(run_id) or {}
-    if int(record.get("committed_epoch", -1)) != epoch or not 0 < epoch < p.epochs:
+    if int(record.get("committed_epoch", -1)) != epoch or not 0 <= epoch < p.epochs:
         raise EventError(
             f"run {run_id} is at epoch {record.get('committed_epoch')}: "
             f"cannot continue it from epoch {epoch}"

@@ -85,7 +85,7 @@ def _image_bytes(event: dict[str, Any]) -> bytes:
             raise EventError("image_base64 is not valid base64") from None
         if len(data) > MAX_IMAGE_BYTES:
             raise EventError(
-                f"the picture is {len(data):,} bytes, over the limit of {MAX_IMAGE_BYTES:,}"
+                f"the picture is {len(data):,} bytes, over the limit of {MAX_IMAGE_BYTES:,} bytes"
             )
         return data
     if not isinstance(key, str) or not UPLOAD_KEY.fullmatch(key):
@@ -109,6 +109,7 @@ def predict(event: Any) -> dict[str, Any]:
     if "run_id" not in event:
         raise EventError("event is missing run_id")
     run_id = check_run_id(event["run_id"])
+    logger.thread_safe_remove_keys(["epoch", "layer", "shard"])  # left by training stages
     logger.thread_safe_append_keys(run_id=run_id)
     data = _image_bytes(event)
     model = _model(run_id)
