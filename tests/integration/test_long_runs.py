@@ -244,3 +244,32 @@ def test_a_stopped_execution_is_not_left_running(embedded_stack, synthetic_dir) 
     local._stop_all(embedded_stack)
     assert st.sfn.describe_execution(executionArn=arn)["status"] != "RUNNING"
     assert embedded_stack.lambdas.in_flight == 0
+
+
+def test_cli_with_five_percent_faults_equals_a_clean_run(tmp_path: Path, synthetic_dir) -> None:
+    p = three_layers(1, epochs=6)
+    params = tmp_path / "p.json"
+    params.write_text(p.to_json())
+    common = [
+        "train",
+        "--params",
+        str(params),
+        "--data",
+        str(synthetic_dir),
+        "--template",
+        str(TEMPLATE),
+        "--quiet",
+    ]
+    assert main([*common, "--out", str(tmp_path / "clean")]) == 0
+    assert main([*common, "--out", str(tmp_path / "faulty"), "--inject-faults", "0.05"]) == 0
+    clean = json.loads((tmp_path / "clean" / "metrics.json").read_text())
+    faulty = json.loads((tmp_path / "faulty" / "metrics.json").read_text())
+    assert faulty["costs"] == clean["costs"]
+    with (
+        np.load(tmp_path / "clean" / "model.npz") as a,
+        np.load(tmp_path / "faulty" / "model.npz") as b,
+    ):
+        assert all(np.array_equal(a[k], b[k]) for k in a.files)
+    injected = sum(faulty["injected_faults"].values())
+    assert injected > 0  # about 5% of some 150 invocations
+    assert faulty["failed_invocations"] == injected
