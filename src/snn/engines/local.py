@@ -445,25 +445,46 @@ def _reset_caches() -> None:
 
 
 class QuotaGuard:
-    """Stops the execution, as AWS fails it, once its history passes the Standard quota.
+    """Stops the execution, as AWS fails it, once its history passes the Standard quota (and
+    keeps the emulator compact while it watches).
 
-    It is counted about once a second; the whole history is checked again when the execution
-    ends."""
+    Reading a history copies it whole, so it is read only when it could be over the quota: an
+    invocation of a Lambda task adds at most EVENTS_PER_INVOCATION events (task, iteration and
+    map events), so the invocations served since the execution started bound its length. It
+    is also read every `every_read` seconds, for loops that invoke no Lambda, and the whole
+    history is checked again when the execution ends."""
+
+    EVENTS_PER_INVOCATION = 16
 
     def __init__(
-        self, embedded: EmbeddedStack, execution_arn: str, every_seconds: float = 1.0
+        self,
+        embedded: EmbeddedStack,
+        execution_arn: str,
+        every_seconds: float = 1.0,
+        every_read: float = 30.0,
     ) -> None:
-        assert embedded.stack is not None
+        assert embedded.stack is not None and embedded.lambdas is not None
         self.embedded, self.st = embedded, embedded.stack
-        self.execution_arn, self.every = execution_arn, every_seconds
+        self.execution_arn, self.every, self.every_read = execution_arn, every_seconds, every_read
         self.exceeded = 0
-        self._next = time.monotonic() + every_seconds
+        self._served_before = self._served()
+        now = time.monotonic()
+        self._next, self._next_read = now + every_seconds, now + every_read
+
+    def _served(self) -> int:
+        assert self.embedded.lambdas is not None
+        return sum(self.embedded.lambdas.invocations.values())
 
     def check(self) -> None:
-        if time.monotonic() < self._next or self.exceeded:
+        now = time.monotonic()
+        if now < self._next or self.exceeded:
             return
-        self._next = time.monotonic() + self.every
+        self._next = now + self.every
         self.embedded.compact()
+        bound = (self._served() - self._served_before + 1) * self.EVENTS_PER_INVOCATION
+        if bound <= stack.MAX_HISTORY_EVENTS and now < self._next_read:
+            return
+        self._next_read = now + self.every_read
         length = stack.history_length(self.st, self.execution_arn)
         if length > stack.MAX_HISTORY_EVENTS:
             self.exceeded = length
