@@ -83,3 +83,18 @@ class Snapshot:
         for page in scan.paginate(TableName=st.table, ConsistentRead=True):
             items.extend(page["Items"])
         return objects, sorted(items, key=lambda item: item["run_id"]["S"])
+
+
+def tiny_parameters(epochs: int = 2) -> Any:
+    """A 2-2-1 network: the smallest that has every stage."""
+    from snn.parameters import Parameters
+
+    return Parameters.from_dict(
+        {
+            "epochs": epochs,
+            "layers": 2,
+            "activations": {"layer1": "relu", "layer2": "sigmoid"},
+            "neurons": {"layer1": 2, "layer2": 1},
+            "learning_rate": 0.05,
+        }
+    )

@@ -162,7 +162,7 @@ def test_speed_ups_are_applied_inside_the_stack_only(aws_env: None) -> None:
 
 
 def test_backend_history_equals_the_public_api(embedded_stack: Any, synthetic_dir) -> None:
-    from .test_handlers_support import tiny_parameters
+    from .handler_steps import tiny_parameters
 
     st = embedded_stack.stack
     arn = stack.start(st, stack.upload_inputs(st, "hist", tiny_parameters(), synthetic_dir), "hist")

@@ -9,52 +9,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+
+from snn.template import load_yaml
+from tests.unit.handler_steps import OUTSIDE_TRAINING as _OUTSIDE_TRAINING
+from tests.unit.handler_steps import STAGES as _STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 
-# The stages of the maths, one Lambda function and one handler module each.
-STAGES = [
-    "init",
-    "forward_linear",
-    "activation",
-    "loss",
-    "backward",
-    "update",
-    "commit",
-    "evaluate",
-    "record_failure",
-    "continue_as_new",
-]
-# Functions outside training: the state machine never invokes them.
-OUTSIDE_TRAINING = ["predict"]
+# The stages of the maths (one Lambda function and one handler module each), and the functions
+# outside training.
+STAGES = list(_STAGES)
+OUTSIDE_TRAINING = list(_OUTSIDE_TRAINING)
 HANDLER = re.compile(r"^snn\.handlers\.(?P<module>[a-z_][a-z0-9_]*)\.handler$")
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 
 
-class CloudFormationLoader(yaml.SafeLoader):
-    """SafeLoader that reads CloudFormation's short tags (!Ref, !GetAtt, !Sub, ...) as the long
-    forms {"Ref": ...} / {"Fn::Name": ...} instead of failing on an unknown tag."""
-
-
-def _short_tag(loader: CloudFormationLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-        if suffix == "GetAtt":
-            value = value.split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
-
-
-CloudFormationLoader.add_multi_constructor("!", _short_tag)
-
-
 def load_template() -> dict[str, Any]:
-    return yaml.load(TEMPLATE.read_text(encoding="utf-8"), Loader=CloudFormationLoader)
+    return load_yaml(TEMPLATE)
 
 
 TEMPLATE_DATA = load_template()
