@@ -288,10 +288,10 @@ class EmbeddedStack:
 
     def compact(self) -> None:
         """Keep the emulator's memory bounded over a long run. moto keeps, for its dashboard,
-        every S3 object ever written (deleted ones too, undisposed) and every interpreter
-        thread that has finished. Deleted objects are disposed of and forgotten, finished threads
-        dropped. Reads and prunes moto's bookkeeping, so it is pinned to the moto version it was
-        written for (tests/unit/test_moto.py)."""
+        every S3 object ever written (deleted ones too, undisposed), every version of every
+        DynamoDB item, every ACL and every interpreter thread that has finished. Deleted objects
+        are disposed of and forgotten, the rest dropped. Reads and prunes moto's bookkeeping,
+        so it is pinned to the moto version it was written for (tests/unit/test_moto.py)."""
         import moto
 
         if moto.__version__ != MOTO_VERSION:
@@ -320,6 +320,14 @@ class EmbeddedStack:
                     key.dispose()
             tracked[:] = [key for key in tracked if id(key) not in doomed]
         TMP_THREADS[:] = [t for t in list(TMP_THREADS) if t.is_alive()]
+        # Each update of the run record and each object's ACL adds tracked instances too (the
+        # record's copies grow with its costs); nothing needs disposing: tables and keys hold
+        # the live ones.
+        from moto.dynamodb.models.dynamo_type import Item
+        from moto.s3.models import FakeAcl, FakeGrant, FakeGrantee
+
+        for model in (Item, FakeAcl, FakeGrant, FakeGrantee):
+            model.instances_tracked.clear()  # type: ignore[attr-defined]
 
     def forget_execution(self, execution_arn: str) -> None:
         """Drop a succeeded execution, once summarised, from the emulator: a long run's
