@@ -101,7 +101,6 @@ class LambdaService:
         self.handlers = handlers
         self.timeouts = timeouts
         self.invocations: Counter[str] = Counter()
-        self.errors: Counter[str] = Counter()
         # Fault injection: a fraction of invocations fail as the Lambda service can fail them,
         # half before the handler runs, half after it has written its outputs (the response is
         # lost). The state machine's Retry must recover from both.
@@ -161,8 +160,6 @@ class LambdaService:
             result = handler(json.loads(body), context)
             payload, function_error = json.dumps(result).encode(), None
         except Exception as exc:  # the Lambda runtime reports any exception as a function error
-            with self._lock:
-                self.errors[type(exc).__name__] += 1
             payload, function_error = _error(type(exc).__name__, str(exc), exc), "Unhandled"
         finally:
             with self._lock:
