@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from snn.engines import OnEpoch, stack
+from snn.engines.object_requests import ObjectRequests
 from snn.errors import RunFailed, SnnError
 from snn.parameters import Parameters
 from snn.report import RunResult
@@ -218,6 +219,7 @@ class EmbeddedStack:
         self._saved_env: dict[str, str | None] = {}
         self._mock: Any = None
         self.lambdas: LambdaService | None = None
+        self.objects: ObjectRequests | None = None
         self.stack: stack.Stack | None = None
         self._outside_before: set[int] = set()
 
@@ -266,6 +268,7 @@ class EmbeddedStack:
             self.lambdas = LambdaService(handlers, {fid: 120 for fid in functions}, self.fault_rate)
             session.events.register("before-call.lambda.Invoke", self.lambdas.on_before_call)
             self._session = session
+            self.objects = _object_requests(session)
             self._restore_interpreter = _share_interpreter_clients()
             self.stack = stack.Stack(
                 names[bucket_id], names[table_id], arn, s3, dynamodb, sfn, self.history
@@ -348,6 +351,9 @@ class EmbeddedStack:
         if restore:
             restore()
             self._restore_interpreter = None
+        if self.objects is not None:
+            self.objects.uninstall(self._session)
+            self.objects = None
         if self.lambdas is not None:
             self._session.events.unregister(
                 "before-call.lambda.Invoke", self.lambdas.on_before_call
@@ -426,6 +432,18 @@ def _share_interpreter_clients() -> Callable[[], None]:
     return restore
 
 
+def _object_requests(session: Any) -> ObjectRequests | None:
+    """S3 object requests served by moto's S3 backend directly (see object_requests), with the
+    moto version it was written for; with another, they take moto's HTTP path."""
+    import moto
+
+    if moto.__version__ != MOTO_VERSION or os.environ.get("SNN_LOCAL_S3") == "http":
+        return None
+    objects = ObjectRequests(ACCOUNT)
+    objects.install(session)
+    return objects
+
+
 def _import_handler(path: str) -> Any:
     module, _, attr = path.rpartition(".")
     try:
@@ -499,6 +517,9 @@ class QuotaGuard:
 # --- the engine -----------------------------------------------------------------------------------
 
 RESUME_FILE = "state.json"
+# How often the run is polled for progress: each poll is three requests to the emulator, which
+# shares the process (and its GIL) with the interpreter and the handlers.
+FOLLOW_SECONDS = 1.0
 
 
 class RunInterrupted(SnnError):
@@ -591,6 +612,7 @@ def _follow(
             reported=reported,
             executions=executions,
             ended=embedded.forget_execution,
+            poll_seconds=FOLLOW_SECONDS,
         )
     except KeyboardInterrupt:
         _stop_all(embedded)
