@@ -48,7 +48,7 @@ class Context:
     def parameters(self, run_id: str) -> Parameters:
         p = self._parameters.get(run_id)
         if p is None:
-            record = self.runs.get(keys.check_run_id(run_id))
+            record = self.runs.get(keys.check_run_id(run_id), ("parameters",))
             if record is None:
                 raise EventError(f"unknown run {run_id!r}: no record in the run table")
             p = self._parameters[run_id] = Parameters.from_json(record["parameters"])
@@ -301,7 +301,7 @@ def final_weights(ctx: Context, run_id: str) -> list[tuple[np.ndarray, np.ndarra
 def evaluate(ctx: Context, run_id: str) -> dict:
     """Accuracies of the trained network, and the model as one .npz object."""
     p = ctx.parameters(run_id)
-    record = ctx.runs.get(run_id) or {}
+    record = ctx.runs.get(run_id, ("committed_epoch",)) or {}
     if int(record.get("committed_epoch", -1)) != p.epochs:
         raise EventError(
             f"run {run_id} is at epoch {record.get('committed_epoch')}, not at its last "
@@ -327,7 +327,7 @@ def evaluate(ctx: Context, run_id: str) -> dict:
 
 def record_failure(ctx: Context, run_id: str, error: str, cause: str) -> dict:
     keys.check_run_id(run_id)
-    if ctx.runs.get(run_id) is None:
+    if ctx.runs.get(run_id, ("status",)) is None:
         raise EventError(f"unknown run {run_id!r}: no record in the run table")
     ctx.runs.update(run_id, {"status": "FAILED", "error": error[:256], "cause": cause[:4096]})
     return {"status": "FAILED"}

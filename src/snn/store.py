@@ -13,6 +13,12 @@ The key layout is defined here and nowhere else:
                                                           per-neuron statistics, sampled epochs
     runs/{run_id}/model.npz, neurons.npz                  the trained model; all neuron statistics
 
+and in the run table (key: run_id, entry):
+
+    (run_id, "run")                                       the run record: parameters, status,
+                                                          committed_epoch, results
+    (run_id, "cost#{epoch:07d}")                          the cost of one epoch
+
 Keys are immutable and versioned by epoch: a stage reads objects of its epoch and writes new
 keys only, and writing a key again writes the same bytes. That makes every stage safe to retry.
 Shard keys sort in neuron order and are always assembled by index, never by listing.
@@ -54,6 +60,27 @@ def check_run_id(run_id: Any) -> str:
             "starting with a letter or digit"
         )
     return run_id
+
+
+# The run table's items: (run_id, "run") is the run record; (run_id, "cost#0000042") the cost of
+# epoch 42. Entries sort in epoch order, so a range of costs is one query.
+RUN_ENTRY = "run"
+
+
+def cost_entry(epoch: int) -> str:
+    return f"cost#{epoch:07d}"
+
+
+def epoch_of_entry(entry: str) -> int:
+    return int(entry.removeprefix("cost#"))
+
+
+def _entry(entry: str) -> dict[str, Any]:
+    return {"entry": {"S": entry}}
+
+
+def run_key(run_id: str) -> dict[str, Any]:
+    return {"run_id": {"S": run_id}, **_entry(RUN_ENTRY)}
 
 
 def _check_index(name: str, value: Any, low: int = 0) -> int:
@@ -342,61 +369,91 @@ class _Serialised:
 
 
 class DynamoRunTable:
-    """The run record in DynamoDB. Costs are stored as the float's repr (exact round trip, no
-    Decimal rounding). The epoch commit is one conditional write."""
+    """The run in DynamoDB, as one item per run plus one small item per epoch's cost (see
+    `RUN_ENTRY`, `cost_entry`): the record stays a few hundred bytes however long the run, so
+    each write costs one write unit and no read copies every cost. Costs are stored as the
+    float's repr (exact round trip, no Decimal rounding). The epoch commit is one conditional
+    write. `get` returns the record with its costs, as the other tables do."""
 
     def __init__(self, table: str, client: Any = None) -> None:
         self.table = table
         self.client = _Serialised(client or aws_client("dynamodb"))
 
     def create(self, run_id: str, record: dict[str, Any]) -> dict[str, Any]:
+        """Create the run (a record that carries costs, as a saved run does, gets them back)."""
+        head = {k: v for k, v in record.items() if k != "costs"}
         try:
             self.client.put_item(
                 TableName=self.table,
-                Item=_to_item(record),
+                Item={**_to_item(head), **_entry(RUN_ENTRY)},
                 ConditionExpression="attribute_not_exists(run_id)",
             )
-            return record
         except self.client.exceptions.ConditionalCheckFailedException:
             existing = self.get(run_id)
             assert existing is not None
             return existing
+        for epoch, cost in record.get("costs", {}).items():
+            self.record_cost(run_id, int(epoch), float(cost))
+        return record
 
     def get(self, run_id: str, fields: tuple[str, ...] = ()) -> dict[str, Any] | None:
-        """The record, or only the named top-level `fields` of it (cheaper to read)."""
+        """The record, or only the named top-level `fields` of it (cheaper to read). The costs
+        are read only if asked for (no `fields`, or "costs" among them)."""
         kwargs: dict[str, Any] = {}
+        wanted = [f for f in fields if f != "costs"]
         if fields:
-            kwargs["ProjectionExpression"] = ", ".join(f"#p{i}" for i in range(len(fields)))
-            kwargs["ExpressionAttributeNames"] = {f"#p{i}": f for i, f in enumerate(fields)}
+            names = [*wanted, "run_id"]
+            kwargs["ProjectionExpression"] = ", ".join(f"#p{i}" for i in range(len(names)))
+            kwargs["ExpressionAttributeNames"] = {f"#p{i}": f for i, f in enumerate(names)}
         item = self.client.get_item(
-            TableName=self.table, Key={"run_id": {"S": run_id}}, ConsistentRead=True, **kwargs
+            TableName=self.table, Key=run_key(run_id), ConsistentRead=True, **kwargs
         ).get("Item")
-        return _from_item(item) if item else None
+        if not item:
+            return None
+        record = _from_item(item)
+        if fields and "run_id" not in fields:
+            del record["run_id"]
+        if not fields or "costs" in fields:
+            record["costs"] = {str(e): repr(c) for e, c in self._costs(run_id).items()}
+        return record
 
     def costs(self, run_id: str, epochs: range) -> dict[int, float]:
-        """The recorded costs of `epochs` only, without reading the whole map."""
+        """The recorded costs of `epochs` only."""
+        if not epochs:
+            return {}
+        return self._costs(run_id, cost_entry(epochs.start), cost_entry(epochs.stop - 1))
+
+    def _costs(
+        self, run_id: str, first: str = cost_entry(0), last: str = cost_entry(9_999_999)
+    ) -> dict[int, float]:
         out: dict[int, float] = {}
-        for lo in range(epochs.start, epochs.stop, 100):
-            chunk = range(lo, min(lo + 100, epochs.stop))
-            names = {"#c": "costs", **{f"#e{e}": str(e) for e in chunk}}
-            item = self.client.get_item(
-                TableName=self.table,
-                Key={"run_id": {"S": run_id}},
-                ConsistentRead=True,
-                ProjectionExpression=", ".join(f"#c.#e{e}" for e in chunk),
-                ExpressionAttributeNames=names,
-            ).get("Item", {})
-            for k, v in item.get("costs", {}).get("M", {}).items():
-                out[int(k)] = float(v["S"])
-        return out
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "#r = :r AND #e BETWEEN :first AND :last",
+            "ExpressionAttributeNames": {"#r": "run_id", "#e": "entry", "#c": "cost"},
+            "ExpressionAttributeValues": {
+                ":r": {"S": run_id},
+                ":first": {"S": first},
+                ":last": {"S": last},
+            },
+            "ProjectionExpression": "#e, #c",
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self.client.query(**kwargs)
+            for item in page.get("Items", []):
+                out[epoch_of_entry(item["entry"]["S"])] = float(item["cost"]["S"])
+            if "LastEvaluatedKey" not in page:
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def record_cost(self, run_id: str, epoch: int, cost: float) -> None:
+        """One small item of its own (written again with the same value by a retry)."""
         self.client.update_item(
             TableName=self.table,
-            Key={"run_id": {"S": run_id}},
-            UpdateExpression="SET costs.#e = :c",
-            ConditionExpression="attribute_exists(run_id)",
-            ExpressionAttributeNames={"#e": str(epoch)},
+            Key={"run_id": {"S": run_id}, **_entry(cost_entry(epoch))},
+            UpdateExpression="SET #c = :c",
+            ExpressionAttributeNames={"#c": "cost"},
             ExpressionAttributeValues={":c": {"S": repr(cost)}},
         )
 
@@ -404,7 +461,7 @@ class DynamoRunTable:
         try:
             self.client.update_item(
                 TableName=self.table,
-                Key={"run_id": {"S": run_id}},
+                Key=run_key(run_id),
                 UpdateExpression="SET committed_epoch = :next, updated_at = :now",
                 ConditionExpression="committed_epoch = :e",
                 ExpressionAttributeValues={
@@ -431,7 +488,7 @@ class DynamoRunTable:
         try:
             self.client.update_item(
                 TableName=self.table,
-                Key={"run_id": {"S": run_id}},
+                Key=run_key(run_id),
                 UpdateExpression="SET "
                 + ", ".join(f"#f{i} = :v{i}" for i in range(n))
                 + ", updated_at = :now",
@@ -476,7 +533,7 @@ def _to_item(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _from_item(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _from_value(v) for k, v in item.items()}
+    return {k: _from_value(v) for k, v in item.items() if k != "entry"}
 
 
 # --- clients ------------------------------------------------------------------------------------

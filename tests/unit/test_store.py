@@ -12,6 +12,7 @@ import pytest
 from moto import mock_aws
 
 from snn import store
+from snn.engines import local
 from snn.errors import EventError
 from snn.store import (
     DynamoRunTable,
@@ -23,6 +24,9 @@ from snn.store import (
     costs_in_order,
     new_record,
 )
+from snn.template import Template
+
+from ..conftest import ROOT
 
 REGION = "us-east-1"
 
@@ -209,6 +213,12 @@ def test_memory_store_behaves_the_same() -> None:
 # --- the run tables ------------------------------------------------------------------------------
 
 
+def run_table_definition() -> dict[str, Any]:
+    """The run table as template.yaml defines it."""
+    _, props = Template.load(ROOT / "template.yaml").one("AWS::DynamoDB::Table")
+    return local._table_definition(props)
+
+
 @pytest.fixture(params=["dynamodb", "memory"])
 def runs(request: pytest.FixtureRequest) -> Iterator[Any]:
     if request.param == "memory":
@@ -218,12 +228,7 @@ def runs(request: pytest.FixtureRequest) -> Iterator[Any]:
     with mock_aws():
         store.reset_clients()
         client = boto3.client("dynamodb", region_name=REGION)
-        client.create_table(
-            TableName="runs",
-            KeySchema=[{"AttributeName": "run_id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "run_id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        client.create_table(TableName="runs", **run_table_definition())
         yield DynamoRunTable("runs", client)
     store.reset_clients()
 
@@ -264,6 +269,26 @@ def test_costs_are_ordered_by_epoch_not_by_text(runs: Any) -> None:
     assert costs_in_order(runs.get("r")) == [float(e) for e in range(12)]
 
 
+def test_costs_of_a_range_and_a_long_run(runs: Any) -> None:
+    runs.create("r", new_record("r", "{}"))
+    runs.create("s", new_record("s", "{}"))
+    for epoch in range(2500):
+        runs.record_cost("r", epoch, epoch / 7)
+    runs.record_cost("s", 0, 9.0)
+    assert runs.costs("r", range(10, 13)) == {10: 10 / 7, 11: 11 / 7, 12: 12 / 7}
+    assert runs.costs("r", range(2499, 2600)) == {2499: 2499 / 7}
+    assert runs.costs("r", range(5, 5)) == {}
+    assert costs_in_order(runs.get("r")) == [e / 7 for e in range(2500)]
+    assert runs.get("r", ("committed_epoch",)) == {"committed_epoch": 0}
+    assert costs_in_order(runs.get("s")) == [9.0]
+
+
+def test_create_puts_back_the_costs_of_a_saved_record(runs: Any) -> None:
+    saved = new_record("r", "{}") | {"costs": {"0": repr(0.5), "1": repr(1 / 3)}}
+    runs.create("r", saved)
+    assert costs_in_order(runs.get("r")) == [0.5, 1 / 3]
+
+
 def test_commit_advances_once(runs: Any) -> None:
     runs.create("r", new_record("r", "{}"))
     assert runs.commit("r", 0) == 1
@@ -297,17 +322,15 @@ def test_update_sets_fields(runs: Any) -> None:
 def test_dynamodb_stores_costs_as_exact_text(aws_env: None) -> None:
     with mock_aws():
         client = boto3.client("dynamodb", region_name=REGION)
-        client.create_table(
-            TableName="runs",
-            KeySchema=[{"AttributeName": "run_id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "run_id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        client.create_table(TableName="runs", **run_table_definition())
         table = DynamoRunTable("runs", client)
         table.create("r", new_record("r", "{}"))
         table.record_cost("r", 0, 0.1 + 0.2)
-        item = client.get_item(TableName="runs", Key={"run_id": {"S": "r"}})["Item"]
-        assert item["costs"] == {"M": {"0": {"S": "0.30000000000000004"}}}
-        assert item["committed_epoch"] == {"N": "0"}
+        item = client.get_item(TableName="runs", Key=store.run_key("r"))["Item"]
+        assert "costs" not in item and item["committed_epoch"] == {"N": "0"}
+        cost = client.get_item(
+            TableName="runs", Key={"run_id": {"S": "r"}, "entry": {"S": "cost#0000000"}}
+        )["Item"]
+        assert cost["cost"] == {"S": "0.30000000000000004"}
         with pytest.raises(MissingObject, match="unknown run"):
             table.commit("nobody", 0)

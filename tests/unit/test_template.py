@@ -134,10 +134,16 @@ def test_no_xray_policy_is_attached(logical_id: str) -> None:
     assert tracing in (None, "Disabled")
 
 
-def test_table_is_keyed_by_run_id() -> None:
+def test_table_is_keyed_by_run_id_and_entry() -> None:
     _, table = the_one("AWS::DynamoDB::Table")
-    assert table["KeySchema"] == [{"AttributeName": "run_id", "KeyType": "HASH"}]
-    assert table["AttributeDefinitions"] == [{"AttributeName": "run_id", "AttributeType": "S"}]
+    assert table["KeySchema"] == [
+        {"AttributeName": "run_id", "KeyType": "HASH"},
+        {"AttributeName": "entry", "KeyType": "RANGE"},
+    ]
+    assert table["AttributeDefinitions"] == [
+        {"AttributeName": "run_id", "AttributeType": "S"},
+        {"AttributeName": "entry", "AttributeType": "S"},
+    ]
 
 
 def test_bucket_is_encrypted_and_not_public() -> None:

@@ -53,7 +53,7 @@ def upload_inputs(stack: Stack, run_id: str, p: Parameters, data_dir: Path) -> d
     """The execution input: the run id and the S3 keys of its parameters and data. The h5 files
     are stored by content (sha256), so runs on the same data share one copy."""
     keys.check_run_id(run_id)
-    if stack.runs.get(run_id) is not None:
+    if stack.runs.get(run_id, ("status",)) is not None:
         raise SnnError(f"run {run_id} already exists in table {stack.table}")
     event = {"run_id": run_id, "parameters_key": keys.parameters_key(run_id)}
     for field, name in (("train_key", TRAIN_FILE), ("test_key", TEST_FILE)):
@@ -83,7 +83,10 @@ def follow(
 ) -> tuple[dict[str, Any], int]:
     """Wait for one execution to end, reporting each newly committed epoch's cost on the way
     (from epoch `reported` on). `check` runs at every poll (the local engine enforces AWS quotas
-    there). Returns the execution's description and the number of epochs reported."""
+    there). Polls come quickly at first, then every `poll_seconds` (a short execution ends
+    without waiting long; a long one is not slowed by its follower). Returns the execution's
+    description and the number of epochs reported."""
+    wait = min(0.05, poll_seconds)
     while True:
         description = stack.sfn.describe_execution(executionArn=execution_arn)
         record = stack.runs.get(run_id, ("committed_epoch",)) or {}
@@ -98,7 +101,8 @@ def follow(
             return description, reported
         if check:
             check()
-        time.sleep(poll_seconds)
+        time.sleep(wait)
+        wait = min(wait * 1.5, poll_seconds)
 
 
 @dataclass
@@ -153,7 +157,7 @@ def follow_run(
         executions.append(Execution.of(description, history(stack, arn)))
         if ended:
             ended(arn)
-        record = stack.runs.get(run_id) or {}
+        record = stack.runs.get(run_id, ("status", "execution")) or {}
         if not executions[-1].succeeded or record.get("status") != "RUNNING":
             return executions
         following = record.get("execution")

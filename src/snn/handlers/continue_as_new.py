@@ -37,7 +37,7 @@ def _continue(
             + ", ".join(sorted(INPUT_FIELDS))
         )
     p = ctx.parameters(run_id)
-    record = ctx.runs.get(run_id) or {}
+    record = ctx.runs.get(run_id, ("committed_epoch",)) or {}
     if int(record.get("committed_epoch", -1)) != epoch or not 0 <= epoch < p.epochs:
         raise EventError(
             f"run {run_id} is at epoch {record.get('committed_epoch')}: "

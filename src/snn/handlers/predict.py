@@ -51,7 +51,7 @@ def _model(run_id: str) -> Model:
         try:
             data = ctx.store.get_bytes(keys.model_key(run_id))
         except MissingObject:
-            record = ctx.runs.get(run_id) or {}
+            record = ctx.runs.get(run_id, ("status",)) or {}
             raise EventError(
                 f"run {run_id} has no model yet (status {record.get('status')}): it is written "
                 "when training ends"
