@@ -14,8 +14,6 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-import numpy as np
-
 # Express executions may run for at most five minutes.
 EXPRESS_MAX_SECONDS = 300.0
 WRITE_UNIT_BYTES = 1024  # one write request unit writes up to 1 KB of item
@@ -53,6 +51,45 @@ class Prices:
 
 
 @dataclass(frozen=True)
+class Latencies:
+    """Seconds AWS adds per step of the critical path, on top of the handlers' own time. The
+    sources are printed with the projection (`LATENCY_SOURCES`)."""
+
+    s3_request: float = 0.030
+    dynamodb_request: float = 0.005
+    state_transition: float = 0.050
+    lambda_invoke: float = 0.020
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def with_overrides(self, **values: float) -> Latencies:
+        for name, value in values.items():
+            if name not in self.names():
+                raise ValueError(f"unknown latency {name}")
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        return replace(self, **values)
+
+
+LATENCY_SOURCES = {
+    "s3_request": "AWS whitepaper Optimizing Amazon S3 Performance, 'Timeouts and Retries for "
+    "Latency-Sensitive Applications': small requests (under 512 KB) have median latencies "
+    "'often in the tens of milliseconds' (docs.aws.amazon.com/whitepapers/latest/"
+    "s3-optimizing-performance-best-practices/timeouts-and-retries-for-latency-sensitive-"
+    "applications.html)",
+    "dynamodb_request": "AWS Knowledge Center, DynamoDB high latency: GetItem and PutItem "
+    "average latency 'in single-digit milliseconds' (repost.aws/knowledge-center/"
+    "dynamodb-high-latency)",
+    "state_transition": "no published figure: an assumption (time from one state's end to the "
+    "next state's start in a Standard workflow)",
+    "lambda_invoke": "no published figure: an assumption (a warm synchronous invoke, without "
+    "the handler's own time)",
+}
+
+
+@dataclass(frozen=True)
 class Usage:
     """What (a part of) a run uses. Floats, because per-epoch parts are averages."""
 
@@ -85,21 +122,20 @@ class Usage:
 
 @dataclass(frozen=True)
 class Measurement:
-    """A run's usage in three parts, and the size of its DynamoDB record (which grows by one
-    cost per epoch, and a write is billed by the size of the item it writes)."""
+    """A run's usage in three parts, and the size of its DynamoDB run record (a write is billed
+    by the size of the item it writes; the record is the largest item a stage writes, and it
+    does not grow with the epochs: each cost is an item of its own)."""
 
     per_run: Usage  # Init, Evaluate, the uploads: once per run
     per_epoch: Usage  # the forward and backward passes, the update, the commit
     per_sample: Usage  # an epoch whose per-neuron statistics are recorded (about 100 per run)
-    record_bytes: float  # the run record with an empty map of costs
-    record_bytes_per_epoch: float  # what each epoch's cost adds to the map, besides its key
+    record_bytes: float  # the run record, as read back at the end of the run
 
 
 def from_runs(
     short: tuple[int, Usage, Usage],
     long: tuple[int, Usage, Usage],
     record_bytes: float,
-    record_bytes_per_epoch: float,
 ) -> Measurement:
     """Split two measured runs into parts. Each run is (epochs, usage without the neuron
     statistics, usage of the neuron statistics), both run with every epoch sampled. What grows
@@ -111,7 +147,7 @@ def from_runs(
     per_epoch = (usage_b - usage_a).scaled(1 / (b - a)).clipped()
     per_sample = (stats_b - stats_a).scaled(1 / (b - a)).clipped()
     per_run = (usage_b - per_epoch.scaled(b)).clipped() + (stats_b - per_sample.scaled(b)).clipped()
-    return Measurement(per_run, per_epoch, per_sample, record_bytes, record_bytes_per_epoch)
+    return Measurement(per_run, per_epoch, per_sample, record_bytes)
 
 
 def item_bytes(item: dict[str, Any]) -> int:
@@ -146,6 +182,56 @@ class Line:
     dollars: float
 
 
+def critical_path(layers: int) -> tuple[int, int]:
+    """(states, Lambda invocations) one epoch passes through one after the other, whatever the
+    fan-out (statemachine/training.asl.json; the shards of a Map run side by side): the Choice,
+    Forward (a Map, then per layer a shard Map, ForwardLinear and Activation), Loss, Backward (a
+    Map, then per layer a shard Map and Backward), Update (a Map and one shard) and Commit."""
+    states = 1 + (1 + 3 * layers) + 1 + (1 + 2 * layers) + 2 + 1
+    invocations = 2 * layers + 1 + layers + 1 + 1
+    return states, invocations
+
+
+@dataclass(frozen=True)
+class WallTime:
+    """The projected wall time of a run on AWS (Standard), and its parts per epoch."""
+
+    epochs: int
+    epoch_seconds: float
+    transitions_seconds: float  # per epoch
+    invokes_seconds: float
+    handler_seconds: float
+    s3_seconds: float
+    dynamodb_seconds: float
+
+    @property
+    def run_seconds(self) -> float:
+        return self.epochs * self.epoch_seconds
+
+
+def project_wall_time(
+    m: Measurement, layers: int, epochs: int, latencies: Latencies = Latencies()
+) -> WallTime:
+    """An epoch on AWS: each state on its critical path costs a transition, each invocation on
+    it an invoke, the handler's measured time and the latency of its requests (the epoch's
+    requests and handler time shared evenly among its invocations). Init, Evaluate and the
+    neuron statistics are left out: they are a few epochs' worth in a run."""
+    states, invocations = critical_path(layers)
+    per = m.per_epoch
+    n = max(per.lambda_invocations, 1.0)
+    share = invocations / n  # the part of the epoch's work that lies on the path
+    parts = {
+        "transitions_seconds": states * latencies.state_transition,
+        "invokes_seconds": invocations * latencies.lambda_invoke,
+        "handler_seconds": per.lambda_seconds * share,
+        "s3_seconds": (per.s3_put + per.s3_get) * share * latencies.s3_request,
+        "dynamodb_seconds": (per.dynamodb_writes + per.dynamodb_reads)
+        * share
+        * latencies.dynamodb_request,
+    }
+    return WallTime(epochs, sum(parts.values()), **parts)
+
+
 @dataclass(frozen=True)
 class Estimate:
     epochs: int
@@ -166,23 +252,6 @@ class Estimate:
     @property
     def total_express(self) -> float:
         return self.express.dollars + self.shared_dollars
-
-
-def record_sizes(m: Measurement, epochs: int) -> np.ndarray:
-    """The run record's size once each epoch 0..epochs-1 has recorded its cost under its key,
-    the epoch number as text."""
-    e = np.arange(epochs)
-    digits = np.floor(np.log10(np.maximum(e, 1))) + 1
-    return m.record_bytes + np.cumsum(m.record_bytes_per_epoch + digits)
-
-
-def _write_units(m: Measurement, epochs: int, writes_per_epoch: float, fixed: float) -> float:
-    """Write units: each epoch's writes at that epoch's record size, the fixed writes at the
-    final size (an upper bound: Init writes the smallest record)."""
-    sizes = record_sizes(m, epochs)
-    per_epoch = float(np.ceil(sizes / WRITE_UNIT_BYTES).sum())
-    final = math.ceil(max(1.0, sizes[-1]) / WRITE_UNIT_BYTES)
-    return writes_per_epoch * per_epoch + fixed * final
 
 
 def estimate(m: Measurement, epochs: int, samples: int, prices: Prices = Prices()) -> Estimate:
@@ -216,10 +285,9 @@ def estimate(m: Measurement, epochs: int, samples: int, prices: Prices = Prices(
     )
 
     lambda_gb_seconds = run.lambda_seconds * prices.lambda_memory_mb / 1024
-    final_bytes = max(1.0, float(record_sizes(m, epochs)[-1]))
-    fixed_writes = m.per_run.dynamodb_writes + m.per_sample.dynamodb_writes * samples
-    write_units = _write_units(m, epochs, m.per_epoch.dynamodb_writes, fixed_writes)
-    read_units = run.dynamodb_reads * math.ceil(final_bytes / READ_UNIT_BYTES)
+    record_bytes = max(1.0, m.record_bytes)
+    write_units = run.dynamodb_writes * math.ceil(record_bytes / WRITE_UNIT_BYTES)
+    read_units = run.dynamodb_reads * math.ceil(record_bytes / READ_UNIT_BYTES)
     shared = [
         Line(
             "Lambda requests",

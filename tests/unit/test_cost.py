@@ -3,15 +3,25 @@ runs on the local engine."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
 
 from snn import cost
 from snn.cli import main
-from snn.commands.cost import PRICE_FLAGS, measure, record_size
-from snn.cost import Measurement, Prices, Usage, estimate, from_runs, item_bytes
+from snn.commands.cost import LATENCY_FLAGS, PRICE_FLAGS, measure, record_size
+from snn.cost import (
+    LATENCY_SOURCES,
+    Latencies,
+    Measurement,
+    Prices,
+    Usage,
+    critical_path,
+    estimate,
+    from_runs,
+    item_bytes,
+    project_wall_time,
+)
 from snn.parameters import Parameters
 
 ROOT = Path(__file__).parents[2]
@@ -25,19 +35,18 @@ def test_from_runs_splits_per_run_per_epoch_and_per_sample() -> None:
         (2, fixed + per_epoch.scaled(2), stats.scaled(2)),
         (5, fixed + per_epoch.scaled(5), stats.scaled(5)),
         record_bytes=500,
-        record_bytes_per_epoch=20,
     )
     for name in ("state_transitions", "lambda_invocations", "lambda_seconds", "s3_put"):
         assert getattr(m.per_epoch, name) == pytest.approx(getattr(per_epoch, name))
         assert getattr(m.per_run, name) == pytest.approx(getattr(fixed, name))
     assert m.per_sample == stats
     with pytest.raises(ValueError, match="0 < a < b"):
-        from_runs((3, fixed, stats), (3, fixed, stats), 0, 0)
+        from_runs((3, fixed, stats), (3, fixed, stats), 0)
 
 
 def test_noise_never_makes_a_part_negative() -> None:
     m = from_runs(
-        (2, Usage(lambda_seconds=1.0), Usage()), (4, Usage(lambda_seconds=0.9), Usage()), 0, 0
+        (2, Usage(lambda_seconds=1.0), Usage()), (4, Usage(lambda_seconds=0.9), Usage()), 0
     )
     assert m.per_epoch.lambda_seconds == 0 and m.per_run.lambda_seconds == 0.9
 
@@ -47,8 +56,7 @@ def measurement(**per_epoch: float) -> Measurement:
         per_run=Usage(state_transitions=4, lambda_invocations=2, s3_put=10, dynamodb_writes=2),
         per_epoch=Usage(**per_epoch),
         per_sample=Usage(s3_put=3, s3_get=3),
-        record_bytes=1000,
-        record_bytes_per_epoch=20,
+        record_bytes=1100,
     )
 
 
@@ -80,18 +88,40 @@ def test_the_estimate_by_hand() -> None:
     assert lines["S3 PUT, LIST"].dollars == pytest.approx(30_310 / 1000 * 0.005)
     assert lines["S3 GET"].quantity == 50 * 1000 + 3 * 100
     assert lines["S3 GET"].dollars == pytest.approx(50_300 / 1000 * 0.0004)
-    # DynamoDB: each epoch adds 20 bytes + its key's digits; every write is billed by 1 KB
-    sizes, size = [], 1000.0
-    for epoch in range(1000):
-        size += 20 + len(str(epoch))
-        sizes.append(size)
-    units = 2 * sum(math.ceil(s / 1024) for s in sizes) + 2 * math.ceil(sizes[-1] / 1024)
+    # DynamoDB: every write is billed by 1 KB of the largest item written, the 1,100-byte record
+    units = (2 + 2 * 1000) * 2
     assert lines["DynamoDB write"].quantity == units
     assert lines["DynamoDB write"].dollars == pytest.approx(units / 1e6 * 0.625)
     total = sum(line.dollars for line in e.shared)
     assert e.total_standard == pytest.approx(e.standard.dollars + total)
     assert e.total_express == pytest.approx(e.express.dollars + total)
     assert e.total_express < e.total_standard
+
+
+def test_the_wall_time_by_hand() -> None:
+    assert critical_path(2) == (17, 9)  # the reference network, a whole layer per task
+    m = measurement(
+        lambda_invocations=18, lambda_seconds=0.9, s3_put=30, s3_get=60, dynamodb_writes=4
+    )
+    latencies = Latencies().with_overrides(
+        s3_request=0.02, dynamodb_request=0.01, state_transition=0.1, lambda_invoke=0.05
+    )
+    w = project_wall_time(m, layers=2, epochs=100, latencies=latencies)
+    # 17 states, 9 of the epoch's 18 invocations: half of its handler time and requests
+    assert w.transitions_seconds == pytest.approx(1.7)
+    assert w.invokes_seconds == pytest.approx(0.45)
+    assert w.handler_seconds == pytest.approx(0.45)
+    assert w.s3_seconds == pytest.approx(45 * 0.02)
+    assert w.dynamodb_seconds == pytest.approx(2 * 0.01)
+    assert w.run_seconds == pytest.approx(100 * (1.7 + 0.45 + 0.45 + 0.9 + 0.02))
+    with pytest.raises(ValueError, match=">= 0"):
+        Latencies().with_overrides(s3_request=-1)
+    with pytest.raises(ValueError, match="unknown latency"):
+        Latencies().with_overrides(warp=1)
+
+
+def test_every_latency_has_a_flag_and_a_source() -> None:
+    assert sorted(LATENCY_FLAGS) == sorted(Latencies.names()) == sorted(LATENCY_SOURCES)
 
 
 def test_an_epoch_longer_than_five_minutes_cannot_run_on_express() -> None:
@@ -122,10 +152,9 @@ def test_item_bytes_counts_names_and_values() -> None:
     assert item_bytes({"run_id": {"S": "abc"}}) == 6 + 3
     assert item_bytes({"n": {"N": "12345"}}) == 1 + 4
     assert item_bytes({"m": {"M": {"0": {"S": "0.5"}, "1": {"S": "0.25"}}}}) == 1 + 3 + 5 + 6
-    record = {"run_id": {"S": "r"}, "costs": {"M": {"0": {"S": "0.5"}, "1": {"S": "0.25"}}}}
-    base, per_epoch = record_size(record)
-    assert base == item_bytes({"run_id": {"S": "r"}, "costs": {"M": {}}})
-    assert per_epoch == (4 + 5) / 2  # value + 1 byte each; the key is added per epoch
+    record = {"run_id": {"S": "r"}, "status": {"S": "RUNNING"}}
+    assert record_size(record) == 6 + 1 + 6 + 7
+    assert record_size(None) == 1024
 
 
 def three_layers() -> Parameters:
@@ -159,7 +188,12 @@ def test_metering_counts_what_the_handlers_do(synthetic_dir: Path, aws_env: None
     assert m.per_epoch.lambda_seconds >= 0 and m.per_run.lambda_seconds >= 0
     assert m.per_epoch.lambda_seconds + m.per_run.lambda_seconds > 0
     assert m.per_run.s3_put >= 3  # the two h5 files and parameters.json, at least
-    assert 100 < m.record_bytes < 2000 and 15 < m.record_bytes_per_epoch < 30
+    assert 100 < m.record_bytes < 1024  # one write unit, however long the run
+    # the critical path, and what the shards beyond each layer's first add beside it: two
+    # tasks forward and one backward, and one Update iteration for every shard but one
+    states, invocations = critical_path(3)
+    assert m.per_epoch.state_transitions == states + 3 * (6 - 3) + (6 - 1)
+    assert m.per_epoch.lambda_invocations == invocations + 3 * (6 - 3) + (6 - 1)
 
 
 def test_cost_command_prints_the_estimate(
@@ -180,6 +214,8 @@ def test_cost_command_prints_the_estimate(
             str(ROOT / "template.yaml"),
             "--price-sfn-standard",
             "0.05",
+            "--latency-s3-ms",
+            "40",
         ]
     )
     captured = capsys.readouterr()
@@ -191,6 +227,8 @@ def test_cost_command_prints_the_estimate(
     assert "total with Standard" in out and "total with Express" in out
     assert "at most 5 minutes" in out and "idempotent" in out
     assert "--price-sfn-standard" in out and "0.05" in out  # the prices used, printed
+    assert "projected wall time on AWS" in out and "22 states and 12 invocations" in out
+    assert "--latency-s3-ms" in out and "single-digit milliseconds" in out
 
 
 @pytest.mark.parametrize(
@@ -200,6 +238,7 @@ def test_cost_command_prints_the_estimate(
         (["--price-lambda-gb-second", "cheap"], "--price-lambda-gb-second must be a number"),
         (["--price-sfn-standard", "nan"], "--price-sfn-standard must be a number"),
         (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--latency-state-ms", "-5"], "--latency-state-ms must be a number of milliseconds"),
         (["--sample-epochs", "2"], "--sample-epochs must be from 3 to 100"),
         (["--params", "missing.json"], "no such parameters file"),
         (["--template", "missing.yaml"], "no such template"),

@@ -24,7 +24,7 @@ from urllib.parse import unquote
 from snn.errors import SnnError
 
 if TYPE_CHECKING:
-    from snn.cost import Measurement, Prices, Usage
+    from snn.cost import Latencies, Measurement, Prices, Usage
     from snn.parameters import Parameters
 
 # S3 operations billed as PUT requests (the others, but DELETE, are billed as GET requests).
@@ -61,6 +61,14 @@ PRICE_FLAGS: dict[str, tuple[str, str]] = {
     "dynamodb_per_1m_read_units": ("--price-dynamodb-read", "$ per 1M read request units"),
     "lambda_memory_mb": ("--lambda-memory-mb", "memory of each function (the template's)"),
     "express_memory_mb": ("--express-memory-mb", "memory billed for an Express execution"),
+}
+
+# Latencies of the wall-time projection, in milliseconds on the command line.
+LATENCY_FLAGS = {
+    "s3_request": ("--latency-s3-ms", "one S3 request"),
+    "dynamodb_request": ("--latency-dynamodb-ms", "one DynamoDB request"),
+    "state_transition": ("--latency-state-ms", "one Step Functions state transition"),
+    "lambda_invoke": ("--latency-invoke-ms", "one Lambda invoke, besides the handler's time"),
 }
 
 
@@ -104,6 +112,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, (flag, text) in PRICE_FLAGS.items():
         prices.add_argument(
             flag, dest=f"price_{name}", metavar="X", help=f"{text} [{getattr(defaults, name)}]"
+        )
+    from snn.cost import Latencies
+
+    assumed = Latencies()
+    latencies = parser.add_argument_group(
+        "latencies of the wall-time projection (assumptions; default in brackets)"
+    )
+    for name, (flag, text) in LATENCY_FLAGS.items():
+        latencies.add_argument(
+            flag,
+            dest=f"latency_{name}",
+            metavar="MS",
+            help=f"{text} [{1000 * getattr(assumed, name):g}]",
         )
     parser.set_defaults(func=run)
 
@@ -223,17 +244,11 @@ def meter_run(
     )
 
 
-def record_size(record: dict[str, Any] | None) -> tuple[float, float]:
-    """(bytes of the run record with an empty map of costs, bytes each cost adds besides its
-    key), from the record as DynamoDB returned it."""
+def record_size(record: dict[str, Any] | None) -> float:
+    """Bytes of the run record, from the record as DynamoDB returned it."""
     from snn.cost import item_bytes
 
-    if not record:
-        return 1024.0, 0.0
-    costs = record.get("costs", {}).get("M", {})
-    base = item_bytes({**record, "costs": {"M": {}}})
-    values = [item_bytes({"": v}) + 1 for v in costs.values()]  # value + 1 byte per element
-    return float(base), (sum(values) / len(values) if values else 0.0)
+    return float(item_bytes(record)) if record else 1024.0
 
 
 def measure(p: Parameters, data_dir: Path, template: str | Path, sample_epochs: int) -> Measurement:
@@ -242,8 +257,7 @@ def measure(p: Parameters, data_dir: Path, template: str | Path, sample_epochs: 
     a, b = SHORT_RUN, sample_epochs
     usage_a, stats_a, _ = meter_run(p.with_epochs(a), data_dir, "cost-short", template)
     usage_b, stats_b, meter = meter_run(p.with_epochs(b), data_dir, "cost-long", template)
-    base, growth = record_size(meter.record)
-    return from_runs((a, usage_a, stats_a), (b, usage_b, stats_b), base, growth)
+    return from_runs((a, usage_a, stats_a), (b, usage_b, stats_b), record_size(meter.record))
 
 
 # --- the command ---------------------------------------------------------------------------------
@@ -267,6 +281,32 @@ def _prices(args: argparse.Namespace) -> Prices:
     return Prices().with_overrides(**overrides)
 
 
+def _latencies(args: argparse.Namespace) -> Latencies:
+    from snn.cost import Latencies
+
+    overrides = {}
+    for name, (flag, _) in LATENCY_FLAGS.items():
+        raw = getattr(args, f"latency_{name}")
+        if raw is None:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise CostError(f"{flag} must be a number of milliseconds >= 0, got {raw!r}")
+        overrides[name] = value / 1000
+    return Latencies().with_overrides(**overrides)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _money(x: float) -> str:
     return f"${x:,.6f}" if x < 0.01 else f"${x:,.4f}" if x < 100 else f"${x:,.2f}"
 
@@ -282,11 +322,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from snn.cli import err, out
-    from snn.cost import estimate
+    from snn.cost import LATENCY_SOURCES, critical_path, estimate, project_wall_time
     from snn.parameters import Parameters
     from snn.stages import sampled_epochs
 
     prices = _prices(args)
+    latencies = _latencies(args)
     p = Parameters.load(args.params)
     epochs = p.epochs if args.epochs is None else args.epochs
     if epochs < 1:
@@ -359,7 +400,8 @@ def run(args: argparse.Namespace) -> int:
         "Lambda time is the handlers' time measured on this machine, against an in-memory S3 "
         "and DynamoDB; on AWS each request adds network latency, so Lambda compute (and Express "
         "duration, taken as the sum of the task durations) may be several times higher.",
-        "DynamoDB write units grow with the run record, which keeps every epoch's cost. "
+        "DynamoDB writes are billed by the size of the item written: the run record and each "
+        "epoch's cost item are under 1 KB, one write unit each. "
         "Storage, data transfer, CloudWatch and free tiers are left out.",
     ]
     for note in notes:
@@ -376,6 +418,29 @@ def run(args: argparse.Namespace) -> int:
     for name, (flag, text) in PRICE_FLAGS.items():
         prices_table.add_row(flag, f"{getattr(prices, name):g}", text)
     out.print(prices_table)
+
+    wall = project_wall_time(m, p.layers, epochs, latencies)
+    states, invocations = critical_path(p.layers)
+    out.print(
+        f"\nprojected wall time on AWS (Standard): [bold]{_duration(wall.run_seconds)}[/bold] for "
+        f"{epochs:,} epochs, {wall.epoch_seconds:.2f} s per epoch along its critical path of "
+        f"{states} states and {invocations} invocations: transitions "
+        f"{wall.transitions_seconds:.2f} s, invokes {wall.invokes_seconds:.2f} s, handlers "
+        f"{wall.handler_seconds:.2f} s (as measured here), S3 {wall.s3_seconds:.2f} s, DynamoDB "
+        f"{wall.dynamodb_seconds:.2f} s"
+    )
+    latency_table = Table(
+        title="assumed latencies (override with flags)",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+    )
+    latency_table.add_column("flag")
+    latency_table.add_column("ms", justify="right")
+    latency_table.add_column("source")
+    for name, (flag, _) in LATENCY_FLAGS.items():
+        latency_table.add_row(flag, f"{1000 * getattr(latencies, name):g}", LATENCY_SOURCES[name])
+    out.print(latency_table)
     return 0
 
 
