@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,6 +84,24 @@ def textbook(params: dict, X: np.ndarray, Y: np.ndarray) -> list[float]:
     return costs
 
 
+class Bytes:
+    """Bytes the run moves through S3 (object bodies written and read)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def install(self, session: Any) -> None:
+        session.events.register("provide-client-params.s3.PutObject", self._put)
+        session.events.register("after-call.s3.GetObject", self._get)
+
+    def _put(self, params: dict[str, Any], **_: Any) -> None:
+        body = params.get("Body") or b""
+        self.total += len(body) if isinstance(body, bytes | str) else 0
+
+    def _get(self, parsed: dict[str, Any], **_: Any) -> None:
+        self.total += int(parsed.get("ContentLength", 0))
+
+
 def child(engine: str, params: dict, data_dir: str) -> dict:
     """One measurement, in this (child) process."""
     sys.path.insert(0, str(ROOT / "src"))
@@ -104,8 +123,11 @@ def child(engine: str, params: dict, data_dir: str) -> dict:
 
         costs = direct.train(Parameters.from_dict(params), dataset, "bench").costs
     else:
+        from snn.commands.cost import Meter
         from snn.engines import local
 
+        meter, moved = Meter(), Bytes()
+        local.SESSION_HOOKS.extend([meter.install, moved.install])
         result = local.train(
             Parameters.from_dict(params),
             Path(data_dir),
@@ -114,6 +136,11 @@ def child(engine: str, params: dict, data_dir: str) -> dict:
         )
         costs = result.costs
         extra = {k: result.extra[k] for k in ("state_transitions", "lambda_invocations")}
+        for service in ("s3", "dynamodb"):
+            extra[f"{service}_requests"] = sum(
+                n for (s, _, _), n in meter.requests.items() if s == service
+            )
+        extra["s3_bytes"] = moved.total
         extra["executions"] = len(result.extra["executions"])
         extra["max_history_events"] = max(e["history_events"] for e in result.extra["executions"])
     wall = time.perf_counter() - start
@@ -187,6 +214,9 @@ def summarise(results: dict[str, list[dict]], epochs: int) -> list[dict]:
             row["overhead_per_epoch_ms"] = round(1000 * overhead / epochs, 2)
             row["overhead_per_transition_ms"] = round(1000 * overhead / r0["state_transitions"], 3)
             row["overhead_per_invocation_ms"] = round(1000 * overhead / r0["lambda_invocations"], 3)
+            row["s3_requests_per_epoch"] = round(r0["s3_requests"] / epochs, 1)
+            row["dynamodb_requests_per_epoch"] = round(r0["dynamodb_requests"] / epochs, 1)
+            row["s3_mb_per_epoch"] = round(r0["s3_bytes"] / epochs / 1e6, 2)
             row["executions"] = r0["executions"]
             row["max_history_events"] = r0["max_history_events"]
         rows.append(row)
