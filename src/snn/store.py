@@ -448,13 +448,10 @@ class DynamoRunTable:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def record_cost(self, run_id: str, epoch: int, cost: float) -> None:
-        """One small item of its own (written again with the same value by a retry)."""
-        self.client.update_item(
+        """One small item of its own, written whole (again, with the same value, by a retry)."""
+        self.client.put_item(
             TableName=self.table,
-            Key={"run_id": {"S": run_id}, **_entry(cost_entry(epoch))},
-            UpdateExpression="SET #c = :c",
-            ExpressionAttributeNames={"#c": "cost"},
-            ExpressionAttributeValues={":c": {"S": repr(cost)}},
+            Item={"run_id": {"S": run_id}, **_entry(cost_entry(epoch)), "cost": {"S": repr(cost)}},
         )
 
     def commit(self, run_id: str, epoch: int) -> int:

@@ -150,15 +150,17 @@ def test_the_context_object_fields_the_definition_uses(sfn: Any) -> None:
 
 
 def test_speed_ups_are_applied_inside_the_stack_only(aws_env: None) -> None:
+    from moto.stepfunctions.parser.asl.component.common.path import result_path
     from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
     from moto.stepfunctions.parser.asl.utils import json_path
 
-    before = (lambda_eval_utils.boto_client_for, json_path.parse)
+    before = (lambda_eval_utils.boto_client_for, json_path.parse, result_path.parse)
     with local.EmbeddedStack(ROOT / "template.yaml"):
         assert lambda_eval_utils.boto_client_for is not before[0]
-        assert json_path.parse is not before[1]
+        assert json_path.parse is not before[1] and result_path.parse is not before[2]
         assert json_path.parse("$.a.b") is json_path.parse("$.a.b")  # parsed once
-    assert (lambda_eval_utils.boto_client_for, json_path.parse) == before
+        assert result_path.parse("$.r") is result_path.parse("$.r")
+    assert (lambda_eval_utils.boto_client_for, json_path.parse, result_path.parse) == before
 
 
 def test_backend_history_equals_the_public_api(embedded_stack: Any, synthetic_dir) -> None:

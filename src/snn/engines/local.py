@@ -399,18 +399,20 @@ def _share_interpreter_clients() -> Callable[[], None]:
 
     - it builds a new boto3 client for every Lambda task (about 4 ms, a tenth of a task's cost
       here), where the Step Functions service keeps its connections: tasks share one client;
-    - it parses every JSONPath string again at every use: parsing, a pure function of the
-      string, is cached.
+    - it parses every JSONPath string again at every use (in its JSONPath helpers and in
+      ResultPath): parsing, a pure function of the string, is cached.
 
     Returns the function that undoes them."""
     import moto
+    from moto.stepfunctions.parser.asl.component.common.path import result_path
     from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
     from moto.stepfunctions.parser.asl.utils import json_path
 
     if moto.__version__ != MOTO_VERSION:
         return lambda: None
-    original_parse = json_path.parse
+    original_parse, original_result_parse = json_path.parse, result_path.parse
     json_path.parse = functools.lru_cache(maxsize=4096)(original_parse)
+    result_path.parse = functools.lru_cache(maxsize=4096)(original_result_parse)
     original = lambda_eval_utils.boto_client_for
     clients: dict[tuple[str, str], Any] = {}
     lock = threading.Lock()
@@ -427,7 +429,7 @@ def _share_interpreter_clients() -> Callable[[], None]:
 
     def restore() -> None:
         lambda_eval_utils.boto_client_for = original
-        json_path.parse = original_parse
+        json_path.parse, result_path.parse = original_parse, original_result_parse
 
     return restore
 
