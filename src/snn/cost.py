@@ -20,8 +20,26 @@ WRITE_UNIT_BYTES = 1024  # one write request unit writes up to 1 KB of item
 READ_UNIT_BYTES = 4096  # one (strongly consistent) read request unit reads up to 4 KB
 
 
+class Assumptions:
+    """Named non-negative numbers with defaults, any of which can be overridden."""
+
+    KIND = "assumption"
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]  # type: ignore[arg-type]
+
+    def with_overrides(self, **values: float) -> Any:
+        for name, value in values.items():
+            if name not in self.names():
+                raise ValueError(f"unknown {self.KIND} {name}")
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        return replace(self, **values)  # type: ignore[type-var]
+
+
 @dataclass(frozen=True)
-class Prices:
+class Prices(Assumptions):
     """Dollars. Step Functions Express and Lambda bill memory x time; the memory sizes are the
     template's (1024 MB functions) and Express's smallest unit (64 MB)."""
 
@@ -37,21 +55,11 @@ class Prices:
     lambda_memory_mb: float = 1024
     express_memory_mb: float = 64
 
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-    def with_overrides(self, **values: float) -> Prices:
-        for name, value in values.items():
-            if name not in self.names():
-                raise ValueError(f"unknown price {name}")
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        return replace(self, **values)
+    KIND = "price"
 
 
 @dataclass(frozen=True)
-class Latencies:
+class Latencies(Assumptions):
     """Seconds AWS adds per step of the critical path, on top of the handlers' own time. The
     sources are printed with the projection (`LATENCY_SOURCES`)."""
 
@@ -60,17 +68,7 @@ class Latencies:
     state_transition: float = 0.050
     lambda_invoke: float = 0.020
 
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-    def with_overrides(self, **values: float) -> Latencies:
-        for name, value in values.items():
-            if name not in self.names():
-                raise ValueError(f"unknown latency {name}")
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        return replace(self, **values)
+    KIND = "latency"
 
 
 LATENCY_SOURCES = {

@@ -263,12 +263,13 @@ def measure(p: Parameters, data_dir: Path, template: str | Path, sample_epochs: 
 # --- the command ---------------------------------------------------------------------------------
 
 
-def _prices(args: argparse.Namespace) -> Prices:
-    from snn.cost import Prices
-
+def _overrides(
+    args: argparse.Namespace, flags: dict[str, tuple[str, str]], prefix: str, unit: str = ""
+) -> dict[str, float]:
+    """The values given on the command line for `flags` (each a number >= 0)."""
     overrides = {}
-    for name, (flag, _) in PRICE_FLAGS.items():
-        raw = getattr(args, f"price_{name}")
+    for name, (flag, _) in flags.items():
+        raw = getattr(args, f"{prefix}{name}")
         if raw is None:
             continue
         try:
@@ -276,27 +277,22 @@ def _prices(args: argparse.Namespace) -> Prices:
         except ValueError:
             value = math.nan
         if not math.isfinite(value) or value < 0:
-            raise CostError(f"{flag} must be a number >= 0, got {raw!r}")
+            raise CostError(f"{flag} must be a number{unit} >= 0, got {raw!r}")
         overrides[name] = value
-    return Prices().with_overrides(**overrides)
+    return overrides
+
+
+def _prices(args: argparse.Namespace) -> Prices:
+    from snn.cost import Prices
+
+    return Prices().with_overrides(**_overrides(args, PRICE_FLAGS, "price_"))
 
 
 def _latencies(args: argparse.Namespace) -> Latencies:
     from snn.cost import Latencies
 
-    overrides = {}
-    for name, (flag, _) in LATENCY_FLAGS.items():
-        raw = getattr(args, f"latency_{name}")
-        if raw is None:
-            continue
-        try:
-            value = float(raw)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or value < 0:
-            raise CostError(f"{flag} must be a number of milliseconds >= 0, got {raw!r}")
-        overrides[name] = value / 1000
-    return Latencies().with_overrides(**overrides)
+    given = _overrides(args, LATENCY_FLAGS, "latency_", " of milliseconds")
+    return Latencies().with_overrides(**{k: v / 1000 for k, v in given.items()})
 
 
 def _duration(seconds: float) -> str:
@@ -406,18 +402,13 @@ def run(args: argparse.Namespace) -> int:
     ]
     for note in notes:
         out.print(f"- {note}")
-    prices_table = Table(
-        title="assumed prices: us-east-1 list prices, 2025 (override with flags)",
-        box=box.SIMPLE_HEAD,
-        collapse_padding=True,
-        pad_edge=False,
+    out.print(
+        _assumptions(
+            "assumed prices: us-east-1 list prices, 2025 (override with flags)",
+            ("value", "unit"),
+            [(flag, f"{getattr(prices, n):g}", text) for n, (flag, text) in PRICE_FLAGS.items()],
+        )
     )
-    prices_table.add_column("flag")
-    prices_table.add_column("value", justify="right")
-    prices_table.add_column("unit")
-    for name, (flag, text) in PRICE_FLAGS.items():
-        prices_table.add_row(flag, f"{getattr(prices, name):g}", text)
-    out.print(prices_table)
 
     wall = project_wall_time(m, p.layers, epochs, latencies)
     states, invocations = critical_path(p.layers)
@@ -429,19 +420,31 @@ def run(args: argparse.Namespace) -> int:
         f"{wall.handler_seconds:.2f} s (as measured here), S3 {wall.s3_seconds:.2f} s, DynamoDB "
         f"{wall.dynamodb_seconds:.2f} s"
     )
-    latency_table = Table(
-        title="assumed latencies (override with flags)",
-        box=box.SIMPLE_HEAD,
-        collapse_padding=True,
-        pad_edge=False,
+    out.print(
+        _assumptions(
+            "assumed latencies (override with flags)",
+            ("ms", "source"),
+            [
+                (flag, f"{1000 * getattr(latencies, n):g}", LATENCY_SOURCES[n])
+                for n, (flag, _) in LATENCY_FLAGS.items()
+            ],
+        )
     )
-    latency_table.add_column("flag")
-    latency_table.add_column("ms", justify="right")
-    latency_table.add_column("source")
-    for name, (flag, _) in LATENCY_FLAGS.items():
-        latency_table.add_row(flag, f"{1000 * getattr(latencies, name):g}", LATENCY_SOURCES[name])
-    out.print(latency_table)
     return 0
+
+
+def _assumptions(title: str, columns: tuple[str, str], rows: list[tuple[str, str, str]]) -> Any:
+    """A table of assumptions: flag, value, and what it is."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+    table.add_column("flag")
+    table.add_column(columns[0], justify="right")
+    table.add_column(columns[1])
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def _data(data: str | None, tmp: Path) -> tuple[Path, str, int]:
