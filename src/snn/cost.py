@@ -252,8 +252,16 @@ class Estimate:
         return self.express.dollars + self.shared_dollars
 
 
-def estimate(m: Measurement, epochs: int, samples: int, prices: Prices = Prices()) -> Estimate:
-    """The cost of a run of `epochs` epochs, `samples` of which record neuron statistics."""
+def estimate(
+    m: Measurement,
+    epochs: int,
+    samples: int,
+    prices: Prices = Prices(),
+    epoch_wall_seconds: float | None = None,
+) -> Estimate:
+    """The cost of a run of `epochs` epochs, `samples` of which record neuron statistics. An
+    Express execution is billed for as long as it runs: `epoch_wall_seconds` (the projected wall
+    time of an epoch on AWS, see `project_wall_time`), or else the sum of the tasks' times."""
     if epochs < 1 or not 0 <= samples <= epochs:
         raise ValueError(f"need epochs >= 1 and 0 <= samples <= epochs, got {epochs}, {samples}")
     run = m.per_run + m.per_epoch.scaled(epochs) + m.per_sample.scaled(samples)
@@ -264,16 +272,20 @@ def estimate(m: Measurement, epochs: int, samples: int, prices: Prices = Prices(
         run.state_transitions,
         run.state_transitions / 1000 * prices.sfn_standard_per_1k_transitions,
     )
-    # Express: the execution lasts as long as its tasks (assumed run one after the other), and
-    # the run is cut into executions of at most five minutes, whole epochs each.
-    epoch_seconds = m.per_epoch.lambda_seconds + m.per_sample.lambda_seconds * samples / epochs
+    # Express: the run is cut into executions of at most five minutes, whole epochs each.
+    if epoch_wall_seconds is None:
+        epoch_seconds = m.per_epoch.lambda_seconds + m.per_sample.lambda_seconds * samples / epochs
+        run_seconds = run.lambda_seconds
+    else:
+        epoch_seconds = epoch_wall_seconds
+        run_seconds = epochs * epoch_wall_seconds + m.per_run.lambda_seconds
     if epoch_seconds > EXPRESS_MAX_SECONDS:
         per_execution = None
         executions = epochs
     else:
-        per_execution = max(1, int(EXPRESS_MAX_SECONDS // max(epoch_seconds, 1e-9)))
+        per_execution = min(epochs, max(1, int(EXPRESS_MAX_SECONDS // max(epoch_seconds, 1e-9))))
         executions = math.ceil(epochs / per_execution)
-    express_gb_seconds = run.lambda_seconds * prices.express_memory_mb / 1024
+    express_gb_seconds = run_seconds * prices.express_memory_mb / 1024
     express = Line(
         "SFN Express",
         "GB-seconds",

@@ -124,6 +124,19 @@ def test_every_latency_has_a_flag_and_a_source() -> None:
     assert sorted(LATENCY_FLAGS) == sorted(Latencies.names()) == sorted(LATENCY_SOURCES)
 
 
+def test_express_is_billed_for_the_projected_wall_time() -> None:
+    m = measurement(lambda_seconds=0.01)
+    e = estimate(m, epochs=1000, samples=0, epoch_wall_seconds=2.0)
+    # 150 epochs of 2 s per 5-minute execution; 2,000 s at 64 MB = 125 GB-seconds
+    assert (e.express_epochs_per_execution, e.express_executions) == (150, 7)
+    assert e.express.quantity == pytest.approx(125)
+
+
+def test_an_epoch_of_no_measurable_time_needs_one_express_execution() -> None:
+    e = estimate(measurement(lambda_seconds=0.0), epochs=40, samples=40)
+    assert (e.express_epochs_per_execution, e.express_executions) == (40, 1)
+
+
 def test_an_epoch_longer_than_five_minutes_cannot_run_on_express() -> None:
     e = estimate(measurement(lambda_seconds=301.0), epochs=3, samples=3)
     assert e.express_epochs_per_execution is None and e.express_executions == 3

@@ -343,7 +343,8 @@ def run(args: argparse.Namespace) -> int:
         )
         m = measure(p, data_dir, args.template, args.sample_epochs)
     samples = len(sampled_epochs(p.with_epochs(epochs)))
-    e = estimate(m, epochs, samples, prices)
+    wall = project_wall_time(m, p.layers, epochs, latencies)
+    e = estimate(m, epochs, samples, prices, epoch_wall_seconds=wall.epoch_seconds)
 
     dims = "-".join(str(n) for n in p.layer_dims(n_x))
     table = Table(
@@ -394,8 +395,9 @@ def run(args: argparse.Namespace) -> int:
         "every stage is idempotent (it rewrites the same keys with the same bytes, and a "
         "commit is conditional).",
         "Lambda time is the handlers' time measured on this machine, against an in-memory S3 "
-        "and DynamoDB; on AWS each request adds network latency, so Lambda compute (and Express "
-        "duration, taken as the sum of the task durations) may be several times higher.",
+        "and DynamoDB; on AWS each request adds network latency, so Lambda compute may be "
+        "several times higher. An Express execution is billed for as long as it runs: the "
+        "projected wall time (below).",
         "DynamoDB writes are billed by the size of the item written: the run record and each "
         "epoch's cost item are under 1 KB, one write unit each. "
         "Storage, data transfer, CloudWatch and free tiers are left out.",
@@ -410,7 +412,6 @@ def run(args: argparse.Namespace) -> int:
         )
     )
 
-    wall = project_wall_time(m, p.layers, epochs, latencies)
     states, invocations = critical_path(p.layers)
     out.print(
         f"\nprojected wall time on AWS (Standard): [bold]{_duration(wall.run_seconds)}[/bold] for "

@@ -8,6 +8,8 @@ no AWS account and no Docker.
 - Every Lambda invoke the interpreter makes is served in-process: a handler on botocore's public
   `before-call.lambda.Invoke` event calls the function's handler with a Lambda-like context and
   answers as the Lambda service would (a function error for an exception).
+- The handlers' S3 object requests are served by moto's S3 backend directly, on `before-call.s3`
+  (see object_requests): the objects are moto's, the emulated HTTP exchange is skipped.
 - What AWS enforces and moto does not is enforced here: 256 KB per state input/output and per
   Lambda payload, and the 25,000-event history of a Standard execution.
 """
