@@ -22,6 +22,7 @@ This reads moto's backend, so it is used only with the moto version it was writt
 from __future__ import annotations
 
 import io
+import threading
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +40,7 @@ class ObjectRequests:
 
         self.backend = s3_backends[account][partition]
         self.served: dict[str, int] = dict.fromkeys(SERVED, 0)
+        self._lock = threading.Lock()  # handlers run side by side in Map states
 
     def install(self, session: Any) -> None:
         for event, handler in self._hooks():
@@ -66,7 +68,8 @@ class ObjectRequests:
             return None
         from moto.s3.exceptions import MissingBucket
 
-        self.served[model.name] += 1
+        with self._lock:
+            self.served[model.name] += 1
         try:
             return getattr(self, f"_{model.name}")(params)
         except MissingBucket:
