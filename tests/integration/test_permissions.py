@@ -10,7 +10,6 @@ import threading
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import pytest
 
@@ -45,8 +44,7 @@ class Recorder:
         events.register("before-call.dynamodb", self._request, unique_id="perm-dynamodb")
 
     def _starts(self, params: dict[str, Any], **_: Any) -> None:
-        path = unquote(params["url_path"]).split("/functions/", 1)[1].split("/invocations")[0]
-        self._local.function = path.rsplit(":function:", 1)[-1].split(":", 1)[0]
+        self._local.function = local.invoked_function(params)
 
     def _ends(self, **_: Any) -> None:
         self._local.function = None

@@ -19,7 +19,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 from snn.errors import SnnError
 
@@ -132,12 +131,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # --- metering ------------------------------------------------------------------------------------
 
 
-def _function_name(params: dict[str, Any]) -> str:
-    """The function's name in a Lambda Invoke request (as the local engine reads it)."""
-    name = unquote(params["url_path"]).split("/functions/", 1)[1].split("/invocations")[0]
-    return name.rsplit(":function:", 1)[-1].split(":", 1)[0]
-
-
 @dataclass
 class Meter:
     """Counts what the Lambda handlers ask of S3 and DynamoDB, and times each invocation.
@@ -167,7 +160,9 @@ class Meter:
             session.events.register(event, getattr(self, method), unique_id=f"snn-cost-{event}")
 
     def _invoke_starts(self, params: dict[str, Any], **_: Any) -> None:
-        self._local.function = _function_name(params)
+        from snn.engines.local import invoked_function
+
+        self._local.function = invoked_function(params)
         self._local.started = time.perf_counter()
 
     def _invoke_ends(self, **_: Any) -> None:

@@ -91,6 +91,13 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+def invoked_function(params: dict[str, Any]) -> str:
+    """The function's name in a serialised Lambda Invoke request (a name, or an ARN with or
+    without a qualifier, URL-encoded in the path)."""
+    name = unquote(params["url_path"]).split("/functions/", 1)[1].split("/invocations")[0]
+    return name.rsplit(":function:", 1)[-1].split(":", 1)[0]
+
+
 class LambdaService:
     """Serves the interpreter's Lambda invokes by calling the handlers in-process."""
 
@@ -136,8 +143,7 @@ class LambdaService:
         )
 
     def on_before_call(self, params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]]:
-        name = unquote(params["url_path"]).split("/functions/", 1)[1].split("/invocations")[0]
-        name = name.rsplit(":function:", 1)[-1].split(":", 1)[0]
+        name = invoked_function(params)
         body = params.get("body") or b"{}"
         if isinstance(body, str):
             body = body.encode()
