@@ -46,6 +46,8 @@ from snn.template import Template, TemplateError, resolve
 MOTO_VERSION = "5.2.5"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
+# CloudFormation's pseudo parameters, as they resolve in the emulated account.
+PSEUDO_PARAMETERS = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT}
 
 # Environment of the emulated account. The handlers' own configuration (from the template) is
 # added on top; the process environment is restored when the stack is torn down.
@@ -266,7 +268,7 @@ class EmbeddedStack:
             )
             s3.create_bucket(Bucket=names[bucket_id])
             dynamodb.create_table(TableName=names[table_id], **_table_definition(table_props))
-            definition = self.template.definition({**arns, **names})
+            definition = self.template.definition({**arns, **names, **PSEUDO_PARAMETERS})
             arn = sfn.create_state_machine(
                 name=f"{sm_id}-{self.suffix}",
                 definition=definition,
