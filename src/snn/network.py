@@ -8,16 +8,16 @@ Notation (one column per example, as in the classic course this project follows)
     cost = binary cross-entropy of A[L] against the labels Y, shape (1, m)
 
 Every function here is pure: arrays in, new arrays out, no I/O, nothing mutated. Each one works
-on a *slice of neurons* (rows lo..hi of a layer) as well as on a whole layer, because the state
-machine fans a layer out over many Lambda invocations, each computing a few neurons:
+on a *shard of neurons* (rows lo..hi of a layer) as well as on a whole layer, because the state
+machine fans a layer out over many Lambda invocations, each computing a few neurons (a shard):
 
     rows of Z[l]          = W[l][rows] . A[l-1] + b[l][rows]
     rows of dW[l], db[l]  come from the same rows of dZ[l] only
-    dA[l-1]               = sum over the slices of W[l][rows].T . dZ[l][rows]
+    dA[l-1]               = sum over the shards of W[l][rows].T . dZ[l][rows]
 
-The last line is the one place where slicing changes the arithmetic: the sum over neurons is
-split into partial sums. Engines therefore add the partials in slice order, and compare bit for
-bit only runs with the same slice size.
+The last line is the one place where sharding changes the arithmetic: the sum over neurons is
+split into partial sums. Engines therefore add the partials in shard order, and compare bit for
+bit only runs with the same shard size.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 
 Array = np.ndarray
 
-# --- activations and their derivatives ----------------------------------------------------------
+# --- activations and their derivatives -----------------------------------------------------------
 
 
 def sigmoid(Z: Array) -> Array:
@@ -79,7 +79,7 @@ def activation_backward(dA: Array, Z: Array, activation: str) -> Array:
     return ACTIVATIONS[activation][1](dA, Z)
 
 
-# --- initialisation -----------------------------------------------------------------------------
+# --- initialisation ------------------------------------------------------------------------------
 
 INITIALIZATIONS = ("scaled", "xavier", "he")
 
@@ -113,11 +113,11 @@ def initialize(
     return params
 
 
-# --- forward ------------------------------------------------------------------------------------
+# --- forward -------------------------------------------------------------------------------------
 
 
 def linear_forward(W: Array, b: Array, A_prev: Array) -> Array:
-    """Z = W . A_prev + b (for a whole layer, or for a slice of its neurons)."""
+    """Z = W . A_prev + b (for a whole layer, or for a shard of its neurons)."""
     return W.dot(A_prev) + b
 
 
@@ -129,7 +129,7 @@ def forward(params: Sequence[tuple[Array, Array]], activations: Sequence[str], X
     return A
 
 
-# --- cost ---------------------------------------------------------------------------------------
+# --- cost ----------------------------------------------------------------------------------------
 
 
 def cost(AL: Array, Y: Array) -> float:
@@ -144,32 +144,36 @@ def cost_gradient(AL: Array, Y: Array) -> Array:
     return -(np.divide(Y, AL) - np.divide(1 - Y, 1 - AL))
 
 
-# --- backward -----------------------------------------------------------------------------------
+# --- backward ------------------------------------------------------------------------------------
 
 
-def linear_backward(dZ: Array, A_prev: Array, W: Array) -> tuple[Array, Array, Array]:
+def linear_backward(
+    dZ: Array, A_prev: Array, W: Array, with_dA_prev: bool = True
+) -> tuple[Array, Array, Array | None]:
     """Gradients of the linear step: dW = dZ . A_prev.T / m, db = mean of dZ, dA_prev = W.T . dZ.
 
-    For a slice of neurons, dA_prev is that slice's *partial* contribution; the full dA_prev is
-    the sum of the partials of every slice of the layer (see `sum_partials`).
+    For a shard of neurons, dA_prev is that shard's *partial* contribution; the full dA_prev is
+    the sum of the partials of every shard of the layer (see `sum_partials`). The first layer's
+    dA_prev would be the gradient of the images, which nothing reads: `with_dA_prev=False`
+    skips it (None), the largest product of the backward pass on a wide input.
     """
     m = A_prev.shape[1]
     dW = 1.0 / m * np.dot(dZ, A_prev.T)
     db = 1.0 / m * np.sum(dZ, axis=1, keepdims=True)
-    dA_prev = np.dot(W.T, dZ)
+    dA_prev = np.dot(W.T, dZ) if with_dA_prev else None
     return dW, db, dA_prev
 
 
 def sum_partials(partials: Sequence[Array]) -> Array:
-    """dA[l-1] from the per-slice partials of layer l, added in slice order (a fixed order, so
-    every engine gets the same bits for the same slicing)."""
+    """dA[l-1] from the per-shard partials of layer l, added in shard order (a fixed order, so
+    every engine gets the same bits for the same sharding)."""
     total = partials[0]
     for p in partials[1:]:
         total = total + p
     return total
 
 
-# --- update and prediction ----------------------------------------------------------------------
+# --- update and prediction -----------------------------------------------------------------------
 
 
 def update(W: Array, b: Array, dW: Array, db: Array, learning_rate: float) -> tuple[Array, Array]:

@@ -31,10 +31,11 @@ MAX_NEURONS = 4096
 
 @dataclass(frozen=True)
 class Shard:
-    """Neurons lo..hi-1 of one layer, computed by one Lambda invocation."""
+    """Neurons lo..hi-1 of one layer, computed by one Lambda invocation; `index` counts the
+    layer's shards from 0, in neuron order."""
 
     layer: int
-    shard: int
+    index: int
     lo: int
     hi: int
 
@@ -101,7 +102,7 @@ class Parameters:
         return [n_x, *self.neurons]
 
     def shards(self, layer: int) -> list[Shard]:
-        """The slices of `layer` (1-based) that the state machine fans out, in neuron order."""
+        """The shards of `layer` (1-based) that the state machine fans out, in neuron order."""
         n = self.neurons[layer - 1]
         step = self.neurons_per_task
         return [Shard(layer, i, lo, min(lo + step, n)) for i, lo in enumerate(range(0, n, step))]
@@ -213,7 +214,7 @@ def _validate(raw: Any) -> Parameters:
             f'"neurons_per_task" must be a whole number from 1 to {MAX_NEURONS}, got {per_task!r}'
         )
 
-    return Parameters(
+    p = Parameters(
         epochs=epochs,
         layers=layers,
         activations=tuple(activations),
@@ -223,3 +224,7 @@ def _validate(raw: Any) -> Parameters:
         initialization=init,
         neurons_per_task=per_task,
     )
+    from snn.epoch import check_fits
+
+    check_fits(p)
+    return p

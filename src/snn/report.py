@@ -1,8 +1,9 @@
-"""The run folder: what every engine leaves behind, in the same form.
+"""What every engine leaves behind, in the same form (the folder itself: `snn.run_folder`).
 
 metrics.json   run_id, engine, parameters, costs (every epoch), accuracies, confusion matrix,
                wall time, and engine-specific counts (executions, transitions, ...)
 model.npz      W1, b1, ..., WL, bL
+neurons.npz    every neuron's recorded statistics
 cost.png       the cost curve
 """
 
@@ -10,9 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from snn.store import to_npy
+from snn.stores import to_npy
 
 Weights = list[tuple[np.ndarray, np.ndarray]]
 
@@ -78,12 +76,6 @@ def model_bytes(weights: Weights) -> bytes:
     return npz_bytes(model_arrays(weights))
 
 
-def load_model(path: Path) -> Weights:
-    with np.load(path, allow_pickle=False) as z:
-        layers = sorted(int(k[1:]) for k in z.files if k.startswith("W"))
-        return [(z[f"W{layer}"], z[f"b{layer}"]) for layer in layers]
-
-
 def plot_costs(path: Path, costs: list[float], title: str) -> None:
     import matplotlib
 
@@ -101,29 +93,14 @@ def plot_costs(path: Path, costs: list[float], title: str) -> None:
     plt.close(fig)
 
 
-def write_run_folder(out: Path, result: RunResult) -> Path:
-    """Write the folder whole or not at all: the files go to a temporary folder beside `out`,
-    which then takes its place."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        (tmp / "metrics.json").write_text(json.dumps(result.metrics(), indent=2) + "\n")
-        (tmp / "model.npz").write_bytes(model_bytes(result.weights))
-        if result.neurons:
-            (tmp / "neurons.npz").write_bytes(result.neurons)
-        plot_costs(
-            tmp / "cost.png",
-            result.costs,
-            f"SNN run {result.run_id} ({result.engine} engine)",
-        )
-        if out.exists():
-            for item in tmp.iterdir():
-                os.replace(item, out / item.name)
-            tmp.rmdir()
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+def write_results(folder: Path, result: RunResult) -> None:
+    """The result files, into `folder` (which must exist). metrics.json is strict JSON."""
+    folder = Path(folder)
+    text = json.dumps(result.metrics(), indent=2, allow_nan=False) + "\n"
+    (folder / "metrics.json").write_text(text, encoding="utf-8")
+    (folder / "model.npz").write_bytes(model_bytes(result.weights))
+    if result.neurons:
+        (folder / "neurons.npz").write_bytes(result.neurons)
+    plot_costs(
+        folder / "cost.png", result.costs, f"SNN run {result.run_id} ({result.engine} engine)"
+    )

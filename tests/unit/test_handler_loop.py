@@ -3,34 +3,31 @@ give exactly the numbers of the direct engine: the same costs and final weights,
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from snn import keys
 from snn import network as nn
-from snn import store as keys
-from snn.data import read_h5_pair
 from snn.engines import direct
-from snn.engines.stack import upload_inputs
+from snn.engines.stack import create_run
 from snn.parameters import Parameters
-from snn.report import load_model
-from tests.unit.handler_steps import handler, run_events
-
-ROOT = Path(__file__).parents[2]
+from snn.predict import read_weights
+from snn.stores import costs_in_order
+from tests.helpers import ROOT, handler, run_events, spec, three_layers
 
 
 def train_through_handlers(st: Any, p: Parameters, data_dir: Path, run_id: str):
     """Costs (from the run record) and final weights (model.npz in S3) of a run whose every
     stage is a handler invocation."""
-    plan = handler("init")(upload_inputs(st, run_id, p, data_dir), None)
+    plan = handler("init")({**create_run(st, run_id, p, data_dir), "execution_name": run_id}, None)
     run_events(plan)
     handler("evaluate")({"run_id": run_id}, None)
     record = st.runs.get(run_id)
     assert record["status"] == "SUCCEEDED" and record["committed_epoch"] == p.epochs
-    model = load_model(io.BytesIO(st.objects.get_bytes(keys.model_key(run_id))))
-    return keys.costs_in_order(record), model
+    model = read_weights(st.store.get_bytes(keys.model_key(run_id)))
+    return costs_in_order(record), model
 
 
 def assert_same_weights(actual: list, expected: list) -> None:
@@ -44,7 +41,7 @@ def test_seed_parameters_on_the_real_data(embedded_stack: Any, data_dir: Path) -
     p = Parameters.load(ROOT / "parameters.json")
     assert (p.epochs, p.neurons, p.neurons_per_task) == (10, (3, 1), 1)
     costs, weights = train_through_handlers(embedded_stack.stack, p, data_dir, "seed")
-    reference = direct.train(p, read_h5_pair(data_dir), "seed")
+    reference = direct.train(spec(p, data_dir, "seed"))
     assert len(costs) == 10
     assert costs == reference.costs  # == on floats: bit for bit
     assert_same_weights(weights, reference.weights)
@@ -52,20 +49,10 @@ def test_seed_parameters_on_the_real_data(embedded_stack: Any, data_dir: Path) -
 
 
 def test_three_layers_in_shards_of_two(embedded_stack: Any, synthetic_dir: Path) -> None:
-    p = Parameters.from_dict(
-        {
-            "epochs": 3,
-            "layers": 3,
-            "activations": {"layer1": "relu", "layer2": "tanh", "layer3": "sigmoid"},
-            "neurons": {"layer1": 5, "layer2": 3, "layer3": 1},
-            "learning_rate": 0.1,
-            "initialization": "xavier",
-            "neurons_per_task": 2,
-        }
-    )
+    p = three_layers(neurons_per_task=2, epochs=3)
     assert [len(p.shards(layer)) for layer in (1, 2, 3)] == [3, 2, 1]
     costs, weights = train_through_handlers(embedded_stack.stack, p, synthetic_dir, "three")
-    reference = direct.train(p, read_h5_pair(synthetic_dir), "three")
+    reference = direct.train(spec(p, synthetic_dir, "three"))
     assert costs == reference.costs
     assert_same_weights(weights, reference.weights)
     assert [W.shape for W, _ in weights] == [(5, 48), (3, 5), (1, 3)]

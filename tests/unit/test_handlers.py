@@ -1,6 +1,7 @@
 """The Lambda handlers on the embedded stack (moto): each stage's happy path, the events each one
-must reject (with EventError, writing nothing at all), and idempotency (a stage invoked twice
-with the same event leaves exactly what one invocation left)."""
+must reject (with EventError, writing nothing at all), replays (a stage invoked twice with the
+same event leaves exactly what one invocation left) and events out of order or in conflict with
+the run (refused, with nothing lost or changed)."""
 
 from __future__ import annotations
 
@@ -14,18 +15,18 @@ from typing import Any
 import numpy as np
 import pytest
 
+from snn import keys, stages
 from snn import network as nn
-from snn import stages
-from snn import store as keys
 from snn.data import TRAIN_FILE, read_h5_pair
 from snn.engines import direct
-from snn.engines.stack import upload_inputs
+from snn.engines.stack import create_run
+from snn.epoch import plan as make_plan
 from snn.errors import EventError
 from snn.parameters import Parameters
-from snn.report import load_model
-from tests.unit.handler_steps import Snapshot, epoch_events, handler, run_events
+from snn.predict import read_weights
+from snn.stores import costs_in_order, runs
+from tests.helpers import ROOT, Snapshot, epoch_events, handler, run_events, spec
 
-ROOT = Path(__file__).parents[2]
 RUN = "r"
 SHARD_STAGES = ("forward_linear", "activation", "backward", "update")
 
@@ -42,22 +43,22 @@ def params() -> Parameters:
     return Parameters.from_dict({**raw, "epochs": 2, "neurons_per_task": 2})
 
 
-def prepare(st: Any, data_dir: Path, p: Parameters, stage: str, run_id: str = RUN):
+def prepare(st: Any, data_dir: Path, p: Parameters, stage: str, run_id: str = RUN) -> Any:
     """Bring a new run to the moment just before the first invocation of `stage` in the state
     machine's order, and return that invocation's event."""
-    event = upload_inputs(st, run_id, p, data_dir)
+    event = create_run(st, run_id, p, data_dir)
     if stage == "init":
-        return event
-    plan = handler("init")(event, None)
+        return {**event, "execution_name": run_id}
+    plan = handler("init")({**event, "execution_name": run_id}, None)
     if stage == "record_failure":
-        return {"run_id": run_id, "error": "States.TaskFailed", "cause": "an example failure"}
+        return {"run_id": run_id, "execution_name": run_id, "error": "E", "cause": "C"}
     if stage == "evaluate":
         run_events(plan)
         return {"run_id": run_id}
-    for name, event in epoch_events(plan, 0):
+    for name, call in epoch_events(plan, 0):
         if name == stage:
-            return event
-        handler(name)(event, None)
+            return call
+        handler(name)(call, None)
     raise AssertionError(f"no stage {stage}")
 
 
@@ -78,7 +79,7 @@ def epoch_bad_events(good: dict[str, Any], p: Parameters) -> dict[str, Any]:
     return {
         "epoch == epochs": {**good, "epoch": p.epochs},
         "epoch far beyond": {**good, "epoch": 10**7},
-        "epoch not reached (its inputs are absent)": {**good, "epoch": 1},
+        "epoch not reached": {**good, "epoch": 1},
         "negative epoch": {**good, "epoch": -1},
         "string epoch": {**good, "epoch": "0"},
         "bool epoch": {**good, "epoch": False},
@@ -100,13 +101,17 @@ def shard_bad_events(good: dict[str, Any], p: Parameters) -> dict[str, Any]:
     }
 
 
-def expect_rejections(snap: Snapshot, stage: str, bad: dict[str, Any]) -> Any:
+def expect_rejections(snap: Snapshot, name: str, bad: dict[str, Any]) -> Any:
     """Every bad event is rejected with EventError and leaves the stack exactly as it was."""
     before = snap()
-    for name, event in bad.items():
-        with pytest.raises(EventError):
-            handler(stage)(event, None)
-        assert snap() == before, f"{stage}: the rejected event ({name}) wrote something"
+    for why, event in bad.items():
+        try:
+            handler(name)(event, None)
+        except EventError:
+            pass
+        else:
+            pytest.fail(f"{name}: the event was accepted ({why})")
+        assert snap() == before, f"{name}: the rejected event ({why}) wrote something"
     return before
 
 
@@ -123,9 +128,9 @@ def test_shard_stage(st: Any, synthetic_dir: Path, params: Parameters, stage: st
     result = handler(stage)(good, None)
     objects, items = snap()
     written = sorted(set(objects) - set(before[0]))
-    assert items == before[1]  # the shard stages never touch the run record
+    assert items == before[1]  # the shard stages never touch the run table
     assert len(json.dumps(result)) < 200
-    get = st.objects.get
+    get = st.store.get
     layer, shard = good["layer"], good["shard"]
     s = params.shard(layer, shard)
 
@@ -150,6 +155,11 @@ def test_shard_stage(st: Any, synthetic_dir: Path, params: Parameters, stage: st
         assert stats.shape == (s.hi - s.lo, 6)
         assert stats[0, 0] == np.linalg.norm(get(key("dW"))[0])
         assert stats[0, 2] == get(key("Z"))[0].mean()
+        # the first layer's shards write no dA_prev: the gradient of the images is not needed
+        handler("backward")(good, None)
+        for shard1 in range(len(params.shards(1))):
+            handler("backward")({**good, "layer": 1, "shard": shard1}, None)
+        assert not any("dA_prev/layer001" in k for k in snap()[0])
     elif stage == "update":
         assert written == [key("W", 1), key("b", 1)]
         expected = get(key("W")) - params.learning_rate * get(key("dW"))
@@ -157,21 +167,29 @@ def test_shard_stage(st: Any, synthetic_dir: Path, params: Parameters, stage: st
     assert {k: objects[k] for k in before[0]} == before[0]  # nothing else changed
 
 
-def test_init(st: Any, synthetic_dir: Path, params: Parameters) -> None:
+def test_init(st: Any, synthetic_dir: Path, params: Parameters, tmp_path: Path) -> None:
     good = prepare(st, synthetic_dir, params, "init")
-    # Runs that init must refuse to touch: one with other parameters, one that has failed.
-    other = upload_inputs(st, "other", params, synthetic_dir)
-    handler("init")(other, None)
+    # Runs that init must refuse to touch: other parameters, other data, one that has failed.
+    other = create_run(st, "other", params, synthetic_dir)
+    handler("init")({**other, "execution_name": "other"}, None)
     changed = Parameters.from_dict({**params.to_dict(), "learning_rate": 0.5})
-    st.objects.put_bytes(other["parameters_key"], changed.to_json().encode())
-    failed = upload_inputs(st, "failed", params, synthetic_dir)
-    handler("init")(failed, None)
-    handler("record_failure")({"run_id": "failed", "error": "E", "cause": "C"}, None)
+    st.store.put_bytes(other["parameters_key"], changed.to_json().encode())
+    failed = create_run(st, "failed", params, synthetic_dir)
+    handler("init")({**failed, "execution_name": "failed"}, None)
+    handler("record_failure")(
+        {"run_id": "failed", "execution_name": "failed", "error": "E", "cause": "C"}, None
+    )
     # Inputs that are there but wrong.
-    st.objects.put_bytes("runs/badp/parameters.json", b'{"epochs": 0}')
+    st.store.put_bytes("runs/badp/parameters.json", b'{"epochs": 0}')
     junk = b"<html>not found</html>"
     junk_key = f"uploads/{hashlib.sha256(junk).hexdigest()}/{TRAIN_FILE}"
-    st.objects.put_bytes(junk_key, junk)
+    st.store.put_bytes(junk_key, junk)
+    lying_key = f"uploads/{'1' * 64}/{TRAIN_FILE}"  # content that is not what its key says
+    st.store.put_bytes(lying_key, st.store.get_bytes(good["train_key"]))
+    from snn.data import synthetic_images, write_h5_pair
+
+    other_data = write_h5_pair(tmp_path / "other", *synthetic_images(seed=5))
+    other_upload = create_run(st, "unused", params, other_data)
 
     snap = Snapshot(st)
     absent = "uploads/" + "0" * 64 + "/test_catvnoncat.h5"
@@ -193,6 +211,7 @@ def test_init(st: Any, synthetic_dir: Path, params: Parameters) -> None:
         "train_key with a short hash": {**good, "train_key": "uploads/abc/train_catvnoncat.h5"},
         "train_key with a newline": {**good, "train_key": good["train_key"] + "\n"},
         "train_key up a folder": {**good, "train_key": "uploads/../runs/r/parameters.json"},
+        "train_key whose content is not its sha256": {**good, "train_key": lying_key},
         "test_key absent": {**good, "test_key": absent},
         "train and test swapped": {
             **good,
@@ -201,30 +220,36 @@ def test_init(st: Any, synthetic_dir: Path, params: Parameters) -> None:
         },
         "train file not HDF5": {**good, "train_key": junk_key},
         "parameters_key not a string": {**good, "parameters_key": 5},
-        "run exists with other parameters": other,
-        "run has failed": failed,
+        "execution_name with a slash": {**good, "execution_name": "a/b"},
+        "run exists with other parameters": {**other, "execution_name": "other"},
+        "run has failed": {**failed, "execution_name": "failed"},
     }
     before = expect_rejections(snap, "init", bad)
 
     plan = handler("init")(good, None)
-    assert plan == stages.plan(params, RUN, 0)
+    assert plan == make_plan(params, RUN, 0)
     objects, _ = snap()
-    record = keys.DynamoRunTable(st.table, st.dynamodb).get(RUN)
+    record = st.runs.get(RUN)
     assert record is not None
     assert (record["status"], record["committed_epoch"], record["n_x"]) == ("RUNNING", 0, 48)
+    assert (record["train_key"], record["execution"]) == (good["train_key"], RUN)
     assert Parameters.from_json(record["parameters"]) == params
     expected = {keys.data_key(RUN, split, part) for split in ("train", "test") for part in "xy"}
-    expected |= {
-        keys.matrix_key(RUN, 0, name, s.layer, s.shard)
-        for layer in (1, 2)
-        for s in params.shards(layer)
-        for name in ("W", "b")
-    }
+    expected |= stages.next_weights(params, RUN, -1)
     assert set(objects) - set(before[0]) == expected
     dataset = read_h5_pair(synthetic_dir)
-    assert np.array_equal(st.objects.get(keys.data_key(RUN, "train", "x")), dataset.train_x)
+    assert np.array_equal(st.store.get(keys.data_key(RUN, "train", "x")), dataset.train_x)
     W1 = nn.initialize([48, 3, 1], seed=1)[0][0]
-    assert np.array_equal(st.objects.get(keys.matrix_key(RUN, 0, "W", 1, 1)), W1[2:3])
+    assert np.array_equal(st.store.get(keys.matrix_key(RUN, 0, "W", 1, 1)), W1[2:3])
+
+    # Init again: the same run is carried on as it is; the same run id with other data is
+    # refused, and nothing changes (the data a warm container holds stays the run's data).
+    after = snap()
+    assert handler("init")(good, None) == plan
+    assert snap() == after
+    with pytest.raises(EventError, match="other data"):
+        handler("init")({**good, "train_key": other_upload["train_key"]}, None)
+    assert snap() == after
 
 
 def test_loss(st: Any, synthetic_dir: Path, params: Parameters) -> None:
@@ -233,11 +258,11 @@ def test_loss(st: Any, synthetic_dir: Path, params: Parameters) -> None:
     expect_rejections(snap, "loss", common_bad_events(good) | epoch_bad_events(good, params))
     result = handler("loss")(good, None)
     record = st.runs.get(RUN)
-    assert keys.costs_in_order(record) == [result["cost"]]
-    AL = st.objects.get(keys.matrix_key(RUN, 0, "A", 2, 0))
-    Y = st.objects.get(keys.data_key(RUN, "train", "y"))
+    assert costs_in_order(record) == [result["cost"]]
+    AL = st.store.get(keys.matrix_key(RUN, 0, "A", 2, 0))
+    Y = st.store.get(keys.data_key(RUN, "train", "y"))
     assert result["cost"] == nn.cost(AL, Y)
-    assert np.array_equal(st.objects.get(keys.output_gradient_key(RUN, 0)), nn.cost_gradient(AL, Y))
+    assert np.array_equal(st.store.get(keys.output_gradient_key(RUN, 0)), nn.cost_gradient(AL, Y))
 
 
 def test_commit(st: Any, synthetic_dir: Path, params: Parameters) -> None:
@@ -250,8 +275,8 @@ def test_commit(st: Any, synthetic_dir: Path, params: Parameters) -> None:
 
 def test_evaluate(st: Any, synthetic_dir: Path, params: Parameters) -> None:
     good = prepare(st, synthetic_dir, params, "evaluate")
-    early = upload_inputs(st, "early", params, synthetic_dir)
-    handler("init")(early, None)  # at epoch 0 of 2: nothing to evaluate yet
+    early = create_run(st, "early", params, synthetic_dir)
+    handler("init")({**early, "execution_name": "early"}, None)  # at epoch 0: nothing to evaluate
     snap = Snapshot(st)
     bad = common_bad_events(good) | {"run not finished": {"run_id": "early"}}
     before = expect_rejections(snap, "evaluate", bad)
@@ -265,13 +290,41 @@ def test_evaluate(st: Any, synthetic_dir: Path, params: Parameters) -> None:
     neurons = np.load(io.BytesIO(objects[keys.neurons_key(RUN)]))
     assert neurons["epochs"].tolist() == list(range(params.epochs))  # few epochs: all sampled
     assert neurons["dW_norm_layer1"].shape == (params.epochs, params.neurons[0])
-    model = load_model(io.BytesIO(objects[keys.model_key(RUN)]))
-    ctx = stages.Context(st.objects, st.runs)
+    model = read_weights(objects[keys.model_key(RUN)])
+    ctx = stages.Context(st.store, st.runs)
     for (W, b), (W_, b_) in zip(model, stages.final_weights(ctx, RUN), strict=True):
         assert np.array_equal(W, W_) and np.array_equal(b, b_)
     record = st.runs.get(RUN)
     assert record["status"] == "SUCCEEDED"
     assert float(record["test_accuracy"]) == result["test_accuracy"]
+
+
+def test_evaluate_reads_the_neuron_statistics_side_by_side(
+    st: Any, synthetic_dir: Path, params: Parameters, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Evaluate reads one object per sampled epoch and shard: read one at a time at S3's
+    latency, a wide network's would pass the function's timeout. It reads them all, in one
+    concurrent batch per layer, and nothing more than it needs."""
+    good = prepare(st, synthetic_dir, params, "evaluate")
+    gets: list[str] = []
+    batches: list[int] = []
+    original_get, original_many = type(st.store).get, type(st.store).get_many
+    monkeypatch.setattr(
+        type(st.store), "get", lambda self, key: gets.append(key) or original_get(self, key)
+    )
+    monkeypatch.setattr(
+        type(st.store),
+        "get_many",
+        lambda self, many: batches.append(len(many)) or original_many(self, many),
+    )
+    handler("evaluate")(good, None)
+    sampled = stages.sampled_epochs(params)
+    shards = [len(params.shards(layer)) for layer in (1, 2)]
+    assert batches == [len(sampled) * n for n in shards]
+    stats = [k for k in gets if "/neurons/" in k]
+    weights = [k for k in gets if "/epoch/" in k]
+    assert len(stats) == len(sampled) * sum(shards)
+    assert len(weights) == 2 * sum(shards)  # W and b of every shard, entering the last epoch
 
 
 def test_record_failure(st: Any, synthetic_dir: Path, params: Parameters) -> None:
@@ -280,23 +333,157 @@ def test_record_failure(st: Any, synthetic_dir: Path, params: Parameters) -> Non
     bad = common_bad_events(good) | {
         "error not a string": {**good, "error": 5},
         "cause null": {**good, "cause": None},
+        "execution_name invalid": {**good, "execution_name": "x y"},
     }
+    del bad["unknown run"]  # a run Init never created: nothing to mark, not an error
     before = expect_rejections(snap, "record_failure", bad)
-    assert handler("record_failure")(good, None) == {"status": "FAILED"}
+    assert handler("record_failure")({**good, "run_id": "nobody"}, None) == {
+        "recorded": False,
+        "status": None,
+    }
+    # An execution that does not carry the run cannot fail it.
+    assert handler("record_failure")({**good, "execution_name": "stale"}, None) == {
+        "recorded": False,
+        "status": "RUNNING",
+    }
+    assert snap() == before
+    assert handler("record_failure")(good, None) == {"recorded": True, "status": "FAILED"}
     objects, _ = snap()
     assert objects == before[0]
     record = st.runs.get(RUN)
-    assert (record["status"], record["error"], record["cause"]) == (
-        "FAILED",
-        "States.TaskFailed",
-        "an example failure",
-    )
+    assert (record["status"], record["error"], record["cause"]) == ("FAILED", "E", "C")
+    assert record["failed_execution"] == RUN
+
+
+def test_record_failure_keeps_a_long_error_short(
+    st: Any, synthetic_dir: Path, params: Parameters
+) -> None:
+    good = prepare(st, synthetic_dir, params, "record_failure")
     handler("record_failure")({**good, "error": "E" * 300, "cause": "C" * 5000}, None)
     record = st.runs.get(RUN)
     assert (len(record["error"]), len(record["cause"])) == (256, 4096)
 
 
-# --- idempotency ---------------------------------------------------------------------------------
+def test_a_finished_run_cannot_be_failed(st: Any, synthetic_dir: Path, params: Parameters) -> None:
+    good = prepare(st, synthetic_dir, params, "evaluate")
+    handler("evaluate")(good, None)
+    snap = Snapshot(st)
+    before = snap()
+    failure = {"run_id": RUN, "execution_name": RUN, "error": "E", "cause": "late"}
+    assert handler("record_failure")(failure, None) == {"recorded": False, "status": "SUCCEEDED"}
+    assert snap() == before
+    assert st.runs.get(RUN)["status"] == "SUCCEEDED"
+
+
+# --- ContinueAsNew ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def noop_machine(st: Any) -> str:
+    """A state machine that does nothing, to receive ContinueAsNew's executions in these tests
+    (the training state machine would start training in the background)."""
+    definition = {"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}
+    return st.sfn.create_state_machine(
+        name="noop",
+        definition=json.dumps(definition),
+        roleArn="arn:aws:iam::123456789012:role/noop",
+    )["stateMachineArn"]
+
+
+def continue_event(st: Any, run_id: str, machine: str, epoch: int = 0) -> dict[str, Any]:
+    record = st.runs.get(run_id)
+    return {
+        "run_id": run_id,
+        "epoch": epoch,
+        "execution_name": record["execution"],
+        "state_machine_arn": machine,
+        "execution_input": {
+            "run_id": run_id,
+            "parameters_key": keys.parameters_key(run_id),
+            "train_key": record["train_key"],
+            "test_key": record["test_key"],
+        },
+    }
+
+
+def test_continue_as_new(
+    st: Any, synthetic_dir: Path, params: Parameters, noop_machine: str
+) -> None:
+    prepare(st, synthetic_dir, params, "forward_linear")
+    good = continue_event(st, RUN, noop_machine)
+    snap = Snapshot(st)
+    swapped = {**good["execution_input"], "train_key": good["execution_input"]["test_key"]}
+    bad = common_bad_events(good) | {
+        "a swapped train_key": {**good, "execution_input": swapped},
+        "another run's input": {
+            **good,
+            "execution_input": {**good["execution_input"], "run_id": "x"},
+        },
+        "an input with more fields": {
+            **good,
+            "execution_input": {**good["execution_input"], "x": 1},
+        },
+        "not the committed epoch": {**good, "epoch": 1},
+        "called by an execution that does not carry the run": {**good, "execution_name": "stale"},
+        "a state machine ARN that is not one": {**good, "state_machine_arn": "arn:aws:s3:::x"},
+    }
+    before = expect_rejections(snap, "continue_as_new", bad)
+    assert st.sfn.list_executions(stateMachineArn=noop_machine)["executions"] == []
+
+    assert handler("continue_as_new")(good, None) == {"execution_name": "r-e0000000"}
+    assert st.runs.get(RUN)["execution"] == "r-e0000000"
+    (started,) = st.sfn.list_executions(stateMachineArn=noop_machine)["executions"]
+    assert started["name"] == "r-e0000000"
+    assert (
+        json.loads(st.sfn.describe_execution(executionArn=started["executionArn"])["input"])
+        == good["execution_input"]
+    )
+    assert {k: v for k, v in snap()[0].items()} == before[0]  # no object written
+
+    # A retry after the hand-over (here: after the successor has ended) succeeds and starts
+    # nothing, even once the successor has moved the run on.
+    assert handler("continue_as_new")(good, None) == {"execution_name": "r-e0000000"}
+    assert len(st.sfn.list_executions(stateMachineArn=noop_machine)["executions"]) == 1
+
+
+def test_continue_as_new_names_the_next_execution_only_once_it_exists(
+    st: Any, synthetic_dir: Path, params: Parameters, noop_machine: str
+) -> None:
+    prepare(st, synthetic_dir, params, "forward_linear")
+    good = continue_event(st, RUN, noop_machine)
+    snap = Snapshot(st)
+    before = snap()
+    missing = noop_machine.replace(":noop", ":gone")  # StartExecution fails
+    with pytest.raises(Exception, match="StateMachineDoesNotExist|does not exist"):
+        handler("continue_as_new")({**good, "state_machine_arn": missing}, None)
+    assert snap() == before
+    assert st.runs.get(RUN)["execution"] == RUN
+
+
+def test_continue_as_new_meets_an_execution_of_that_name(
+    st: Any, synthetic_dir: Path, params: Parameters, noop_machine: str
+) -> None:
+    """StartExecution with a name taken by an ended execution answers ExecutionAlreadyExists:
+    with the same input it is the successor (done already); with another, a conflict."""
+    prepare(st, synthetic_dir, params, "forward_linear")
+    good = continue_event(st, RUN, noop_machine)
+    st.sfn.start_execution(
+        stateMachineArn=noop_machine,
+        name="r-e0000000",
+        input=json.dumps(good["execution_input"], sort_keys=True),
+    )
+    assert handler("continue_as_new")(good, None) == {"execution_name": "r-e0000000"}
+    assert st.runs.get(RUN)["execution"] == "r-e0000000"
+
+    prepare(st, synthetic_dir, params, "forward_linear", run_id="q")
+    other = continue_event(st, "q", noop_machine)
+    st.sfn.start_execution(stateMachineArn=noop_machine, name="q-e0000000", input="{}")
+    with pytest.raises(EventError, match="another input"):
+        handler("continue_as_new")(other, None)
+    assert st.runs.get("q")["execution"] == "q"
+
+
+# --- replays and events out of order -------------------------------------------------------------
 
 
 def test_every_stage_is_idempotent(
@@ -306,10 +493,10 @@ def test_every_stage_is_idempotent(
     leave exactly what the first left. The clock ticks at every reading, so a duplicate that
     rewrites a timestamp cannot go unnoticed."""
     ticks = itertools.count()
-    monkeypatch.setattr(keys, "_now", lambda: f"2030-01-01T00:00:00.{next(ticks):06d}Z")
+    monkeypatch.setattr(runs, "now", lambda: f"2030-01-01T00:00:00.{next(ticks):06d}Z")
     p = params.with_epochs(3)  # the commit of epoch 2 deletes epoch 1 (not a checkpoint)
     snap = Snapshot(st)
-    init_event = upload_inputs(st, RUN, p, synthetic_dir)
+    init_event = {**create_run(st, RUN, p, synthetic_dir), "execution_name": RUN}
 
     def twice(stage: str, event: dict[str, Any]) -> Any:
         first = handler(stage)(event, None)
@@ -318,7 +505,7 @@ def test_every_stage_is_idempotent(
         after_second = snap()
         assert second == first, f"{stage} {event}: the duplicate answered differently"
         assert after_second[0] == after_first[0], f"{stage} {event}: S3 objects changed"
-        assert after_second[1] == after_first[1], f"{stage} {event}: the run record changed"
+        assert after_second[1] == after_first[1], f"{stage} {event}: the run table changed"
         return first
 
     plan = twice("init", init_event)
@@ -330,11 +517,80 @@ def test_every_stage_is_idempotent(
                 assert st.runs.get(RUN)["committed_epoch"] == epoch + 1  # advanced once
     assert not any(k.startswith(keys.epoch_prefix(RUN, 1)) for k in snap()[0])
     twice("evaluate", {"run_id": RUN})
-    twice("record_failure", {"run_id": RUN, "error": "States.TaskFailed", "cause": "failure"})
+    twice("record_failure", {"run_id": RUN, "execution_name": RUN, "error": "E", "cause": "C"})
 
     # The duplicates changed nothing: the run is the direct engine's, bit for bit.
-    reference = direct.train(p, read_h5_pair(synthetic_dir), RUN)
-    assert keys.costs_in_order(st.runs.get(RUN)) == reference.costs
-    model = load_model(io.BytesIO(st.objects.get_bytes(keys.model_key(RUN))))
+    reference = direct.train(spec(p, synthetic_dir, RUN))
+    assert costs_in_order(st.runs.get(RUN)) == reference.costs
+    model = read_weights(st.store.get_bytes(keys.model_key(RUN)))
     for (W, b), (W_, b_) in zip(model, reference.weights, strict=True):
         assert np.array_equal(W, W_) and np.array_equal(b, b_)
+
+
+def test_events_out_of_order_change_nothing(
+    st: Any, synthetic_dir: Path, params: Parameters
+) -> None:
+    """A commit before the epoch's updates (twice), a stage of the next epoch before the
+    commit, a late stage of an epoch already committed: each is refused with nothing written,
+    and the run, carried on in order afterwards, is the direct engine's bit for bit."""
+    p = params.with_epochs(3)
+    plan = handler("init")({**create_run(st, RUN, p, synthetic_dir), "execution_name": RUN}, None)
+    snap = Snapshot(st)
+    steps = list(epoch_events(plan, 0))
+    commit0 = {"run_id": RUN, "epoch": 0}
+    for stage, event in steps[: [s for s, _ in steps].index("update")]:
+        handler(stage)(event, None)
+
+    def refused(stage: str, event: dict[str, Any]) -> None:
+        before = snap()
+        with pytest.raises(EventError):
+            handler(stage)(event, None)
+        assert snap() == before, f"{stage} {event} changed something"
+
+    refused("commit", commit0)  # no update has run: the next weights are missing
+    refused("commit", commit0)
+    first_shard_update = next(e for s, e in steps if s == "update")
+    handler("update")(first_shard_update, None)
+    refused("commit", commit0)  # some next weights, not all
+    refused("forward_linear", {"run_id": RUN, "epoch": 1, "layer": 1, "shard": 0})
+    for stage, event in steps:
+        if stage in ("update", "commit"):
+            handler(stage)(event, None)
+    refused("update", first_shard_update)  # a late replay of a committed epoch's stage
+    refused("loss", {"run_id": RUN, "epoch": 0})
+    refused("commit", {"run_id": RUN, "epoch": 2})
+    run_events(plan, range(1, p.epochs))
+    handler("evaluate")({"run_id": RUN}, None)
+    reference = direct.train(spec(p, synthetic_dir, RUN))
+    assert costs_in_order(st.runs.get(RUN)) == reference.costs
+    model = read_weights(st.store.get_bytes(keys.model_key(RUN)))
+    for (W, _), (W_, _) in zip(model, reference.weights, strict=True):
+        assert np.array_equal(W, W_)
+
+
+def test_a_stage_of_a_failed_run_is_refused(
+    st: Any, synthetic_dir: Path, params: Parameters
+) -> None:
+    good = prepare(st, synthetic_dir, params, "forward_linear")
+    handler("record_failure")(
+        {"run_id": RUN, "execution_name": RUN, "error": "E", "cause": "C"}, None
+    )
+    snap = Snapshot(st)
+    before = snap()
+    with pytest.raises(EventError, match="FAILED, not RUNNING"):
+        handler("forward_linear")(good, None)
+    assert snap() == before
+
+
+def test_a_loss_that_would_record_another_cost_is_refused(
+    st: Any, synthetic_dir: Path, params: Parameters
+) -> None:
+    """Once an epoch's cost is recorded, no event can record another for it."""
+    good = prepare(st, synthetic_dir, params, "loss")
+    handler("loss")(good, None)
+    st.runs.client.put_item(  # the cost item, as if another computation had written it
+        TableName=st.table,
+        Item={**keys.item_key(RUN, keys.cost_entry(0)), "cost": {"S": "0.5"}},
+    )
+    with pytest.raises(EventError, match="already has cost"):
+        handler("loss")(good, None)

@@ -1,25 +1,29 @@
 """The AWS engine: a run on a deployed stack (`sam deploy`), followed from this machine.
 
 It finds the bucket, table and state machine in the stack's outputs, then runs the same code
-as the local engine (`snn.engines.stack`): upload, start, follow the run record, collect."""
+as the local engine (`snn.engines.stack`, `snn.engines.follow`): create the run, start, follow
+the run record, collect."""
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
-from snn.engines import OnEpoch, stack
+from snn import keys
+from snn.engines import RunSpec
+from snn.engines.follow import Follower, run_summary
+from snn.engines.stack import Stack, collect, create_run, start
 from snn.errors import SnnError
 from snn.parameters import Parameters
 from snn.report import RunResult
-from snn.store import check_run_id
+from snn.stores import costs_in_order
 
 OUTPUTS = ("BucketName", "TableName", "StateMachineArn")
+FOLLOW_SECONDS = 2.0
 
 
-def connect(stack_name: str, session: Any = None) -> stack.Stack:
+def connect(stack_name: str, session: Any = None) -> Stack:
     """The deployed stack's resources, from its CloudFormation outputs."""
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
@@ -35,7 +39,7 @@ def connect(stack_name: str, session: Any = None) -> stack.Stack:
         raise SnnError(
             f"stack {stack_name!r} has no output(s) {', '.join(missing)}: is it an SNN stack?"
         )
-    return stack.Stack(
+    return Stack(
         outputs["BucketName"],
         outputs["TableName"],
         outputs["StateMachineArn"],
@@ -45,56 +49,55 @@ def connect(stack_name: str, session: Any = None) -> stack.Stack:
     )
 
 
-def train(
-    p: Parameters,
-    data_dir: Path,
-    run_id: str,
-    stack_name: str,
-    on_epoch: OnEpoch | None = None,
-    session: Any = None,
-) -> RunResult:
-    start = time.perf_counter()
+def train(spec: RunSpec, stack_name: str, session: Any = None) -> RunResult:
+    began = time.perf_counter()
     st = connect(stack_name, session)
-    event = stack.upload_inputs(st, run_id, p, data_dir)
-    execution_arn = stack.start(st, event, name=run_id)
-    return _follow(st, run_id, execution_arn, on_epoch, 0, start)
+    event = create_run(st, spec.run_id, spec.parameters, spec.data_dir)
+    arn = start(st, event, name=spec.run_id)
+    return _follow(st, spec, arn, 0, began)
 
 
-def resume(
-    run_id: str, stack_name: str, on_epoch: OnEpoch | None = None, session: Any = None
-) -> RunResult:
+def resume(spec: RunSpec, stack_name: str, session: Any = None) -> RunResult:
     """Carry on a run that failed or was stopped, from its last committed epoch, in a new
     execution of the deployed state machine."""
-    start = time.perf_counter()
+    began = time.perf_counter()
     st = connect(stack_name, session)
-    record = st.runs.get(check_run_id(run_id))
+    run_id = keys.check_run_id(spec.run_id)
+    record = st.runs.get(run_id, ("status", "committed_epoch", "execution"))
     if record is None:
         raise SnnError(f"unknown run {run_id!r} in table {st.table}")
     if record["status"] == "SUCCEEDED":
         raise SnnError(f"run {run_id} has finished: nothing to resume")
-    current = record.get("execution") or run_id
-    description = st.sfn.describe_execution(
-        executionArn=stack.execution_arn(st.state_machine_arn, current)
-    )
+    current = record.get("execution")
+    if not current:
+        raise SnnError(f"run {run_id} names no execution: it never started")
+    try:
+        description = st.sfn.describe_execution(executionArn=st.execution_arn(current))
+    except st.sfn.exceptions.ExecutionDoesNotExist:
+        raise SnnError(f"run {run_id}: its execution {current} does not exist") from None
     if description["status"] == "RUNNING":
         raise SnnError(f"run {run_id} is still running in execution {current}")
     event = json.loads(description["input"])
-    st.runs.update(run_id, {"status": "RUNNING"})
-    arn = stack.start(st, event, name=f"{run_id}-r{int(time.time())}")
-    return _follow(st, run_id, arn, on_epoch, int(record["committed_epoch"]), start)
+    st.runs.update(run_id, {"status": "RUNNING"}, when={"status": ("FAILED", "RUNNING")})
+    arn = start(st, event, name=keys.resumed_execution_name(run_id, int(time.time())))
+    return _follow(st, spec, arn, int(record["committed_epoch"]), began)
 
 
-def _follow(
-    st: stack.Stack,
-    run_id: str,
-    arn: str,
-    on_epoch: OnEpoch | None,
-    reported: int,
-    start: float,
-) -> RunResult:
-    executions = stack.follow_run(st, run_id, arn, on_epoch, poll_seconds=2.0, reported=reported)
+def saved_run(stack_name: str, run_id: str, session: Any = None) -> tuple[Parameters, list[float]]:
+    """A run's parameters and the costs of its committed epochs, from the deployed stack."""
+    st = connect(stack_name, session)
+    record = st.runs.get(keys.check_run_id(run_id))
+    if record is None:
+        raise SnnError(f"unknown run {run_id!r} in table {st.table}")
+    committed = int(record["committed_epoch"])
+    costs = costs_in_order(record)[:committed]
+    return Parameters.from_json(record["parameters"]), costs
+
+
+def _follow(st: Stack, spec: RunSpec, arn: str, reported: int, began: float) -> RunResult:
+    follower = Follower(st, spec.run_id, spec.epoch_done, FOLLOW_SECONDS, reported=reported)
+    executions = follower.follow(arn)
     if not executions[-1].succeeded:
-        raise stack.failure_cause(st, run_id, executions[-1].description)
-    return stack.collect(
-        st, run_id, "aws", time.perf_counter() - start, stack.run_summary(executions)
-    )
+        hint = f"; resume it with: snn train --engine aws --stack <stack> --resume {spec.run_id}"
+        raise follower.failed(hint)
+    return collect(st, spec.run_id, "aws", time.perf_counter() - began, run_summary(executions))

@@ -1,5 +1,15 @@
-"""Loss stage: the epoch's cost and d cost / d A[L]; the cost also goes to CloudWatch as a
-metric (embedded metric format), so the cost curve can be watched there during a run."""
+"""Loss: the epoch's cost (binary cross-entropy) and dA of the output layer. The cost is recorded
+in the run table, once (a replay records the same value, never another) and published as the
+CloudWatch metric SNN/Cost (embedded metric format), so the curve can be watched during a run.
+
+Event (events/loss.json):
+    {"run_id": "sample", "epoch": 0}
+Result:
+    {"cost": 0.693049735659989}
+
+Refused, with nothing written, unless the run is RUNNING at this epoch and every shard of the
+output layer's A exists.
+"""
 
 from typing import Any
 
@@ -7,20 +17,21 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from snn import stages
-from snn.handlers import stage
+from snn.handlers import Event, handle
 
 metrics = Metrics(namespace="SNN", service="snn")
 
 
-def _loss(ctx: stages.Context, run_id: str, epoch: int) -> dict[str, Any]:
-    result = stages.loss(ctx, run_id, epoch)
+def _loss(ctx: stages.Context, event: Event) -> dict[str, Any]:
+    result = stages.loss(ctx, **event)
     # Start clean: a flush with metrics disabled (the local engine) does not clear them.
     metrics.clear_metrics()
-    metrics.add_dimension(name="run_id", value=run_id)
+    metrics.add_dimension(name="run_id", value=event["run_id"])
     metrics.add_metric(name="Cost", unit=MetricUnit.NoUnit, value=result["cost"])
-    metrics.add_metadata(key="epoch", value=epoch)
+    metrics.add_metadata(key="epoch", value=event["epoch"])
     metrics.flush_metrics()
     return result
 
 
-handler = stage("run_id", "epoch")(_loss)
+def handler(event: Any, context: Any = None) -> dict[str, Any]:
+    return handle(event, ("run_id", "epoch"), _loss)

@@ -1,6 +1,22 @@
-"""update stage: one shard of neurons of one layer, for one epoch."""
+"""Update: one step of gradient descent for one shard of one layer: W - lr dW and b - lr db,
+written as the weights entering the next epoch.
+
+Event (events/update.json):
+    {"run_id": "sample", "epoch": 0, "layer": 1, "shard": 0}
+Result:
+    {"key": "scratch/sample/epoch/0000001/W/layer001/shard00000.npy"}
+
+Refused, with nothing written, unless the run is RUNNING at this epoch and the shard's gradients
+exist.
+"""
+
+from typing import Any
 
 from snn import stages
-from snn.handlers import stage
+from snn.handlers import handle
 
-handler = stage("run_id", "epoch", "layer", "shard")(stages.update)
+
+def handler(event: Any, context: Any = None) -> dict[str, Any]:
+    return handle(
+        event, ("run_id", "epoch", "layer", "shard"), lambda ctx, e: stages.update(ctx, **e)
+    )

@@ -8,15 +8,15 @@ response for botocore to parse again. That detour cost about 2 ms a request, a t
 engine's time, for a network whose epoch makes some 40 requests.
 
 The four object operations the stages use are served on botocore's `before-call.s3` event, as
-the Lambda service is (see `LambdaService`): PutObject, GetObject, ListObjectsV2 and
+the Lambda service is (see `lambda_service`): PutObject, GetObject, ListObjectsV2 and
 DeleteObjects. Every other S3 request (creating the bucket, anything a user adds) takes moto's
 normal path. Answers have the shape the real service's parsed responses have, errors included
 (a missing key is a 404 NoSuchKey, which botocore raises as `client.exceptions.NoSuchKey`),
 with one omission: no ETag, which nothing here reads and which would cost an MD5 of every
 matrix written.
 
-This reads moto's backend, so it is used only with the moto version it was written for
-(tests/unit/test_moto.py fails loudly when that changes; another version takes the normal path).
+It reads moto's backend, behind the emulator's version gate. `SNN_LOCAL_S3=http` turns it off
+(every request then takes moto's HTTP path), to compare the two.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from moto.s3.exceptions import MissingBucket
+from moto.s3.models import s3_backends
+
 SERVED = frozenset({"PutObject", "GetObject", "ListObjectsV2", "DeleteObjects"})
 
 
@@ -36,8 +39,6 @@ class ObjectRequests:
     API_PARAMS = "snn_api_params"
 
     def __init__(self, account: str, partition: str = "aws") -> None:
-        from moto.s3.models import s3_backends
-
         self.backend = s3_backends[account][partition]
         self.served: dict[str, int] = dict.fromkeys(SERVED, 0)
         self._lock = threading.Lock()  # handlers run side by side in Map states
@@ -66,8 +67,6 @@ class ObjectRequests:
         params = context.get(self.API_PARAMS)
         if params is None or model.name not in SERVED:
             return None
-        from moto.s3.exceptions import MissingBucket
-
         with self._lock:
             self.served[model.name] += 1
         try:

@@ -1,0 +1,212 @@
+"""`snn train`: train the network of parameters.json on one of the engines, into a run folder.
+
+The run folder is locked for the run; while the run goes it holds progress.json and (local
+engine) resume/; at the end the results take its place whole. A run stopped by SIGINT, SIGTERM
+or SIGHUP, or that fails, keeps what `snn train --resume` needs and says how to resume it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from snn.engines import ENGINES, RunSpec
+from snn.errors import Interrupted, RunInterrupted, SnnError
+from snn.keys import check_run_id
+from snn.parameters import Parameters
+from snn.report import RunResult
+from snn.run_folder import RunFolder
+
+# The largest --inject-faults. Every Task retries a Lambda service error 6 times (7 attempts),
+# so with a fault rate r a task fails for good with probability r^7. The 2,500-epoch reference
+# with one neuron per task makes about 85,100 invocations (34 an epoch, plus Init and
+# ContinueAsNew per execution); it finishes when none of them fails for good:
+# (1 - r^7)^85,100 >= 0.99 holds for r <= 0.1024 (at r = 0.10: 0.9915).
+MAX_FAULT_RATE = 0.10
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="train the network of parameters.json")
+    train.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="local: the state machine on an embedded emulator (default); "
+        "direct: the stages in a plain loop; aws: a deployed stack",
+    )
+    train.add_argument("--params", default="parameters.json", help="default: ./parameters.json")
+    train.add_argument(
+        "--data",
+        help="folder with the two h5 files (default: $SNN_DATA_DIR, "
+        "else a downloaded, checksummed copy in the user cache)",
+    )
+    train.add_argument("--epochs", type=int, help="override the file's epochs")
+    train.add_argument("--out", help="the run folder (default: runs/<run_id>)")
+    train.add_argument("--run-id", help="name the run: 1-60 letters, digits, '-' or '_'")
+    train.add_argument("--stack", help="with --engine aws: the stack name given to sam deploy")
+    train.add_argument(
+        "--template",
+        default="template.yaml",
+        help="the SAM template the local engine stands up (default: ./template.yaml)",
+    )
+    train.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="carry on a failed or interrupted run from its last committed epoch: "
+        "its run folder (local engine), or its run id with --engine aws",
+    )
+    train.add_argument(
+        "--inject-faults",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="local engine: make this fraction of Lambda invocations fail, half before the "
+        f"handler runs and half after (the response is lost); at most {MAX_FAULT_RATE}",
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress output")
+    train.set_defaults(func=run)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-", time.gmtime()) + uuid.uuid4().hex[:6]
+
+
+def run(args: argparse.Namespace) -> int:
+    from snn.cli import UsageError, err, stop_on_signals
+    from snn.data import load_dataset, resolve_data_dir
+
+    if not 0 <= args.inject_faults <= MAX_FAULT_RATE:
+        raise UsageError(
+            f"--inject-faults must be a fraction from 0 to {MAX_FAULT_RATE}, "
+            f"got {args.inject_faults}"
+        )
+    if args.inject_faults and args.engine != "local":
+        raise UsageError("--inject-faults works with the local engine only")
+    if args.engine == "aws" and not args.stack:
+        raise UsageError("--engine aws needs the deployed stack's name: --stack NAME")
+    if args.resume:
+        if args.engine == "direct":
+            raise UsageError("--resume works with the local engine (a run folder) or --engine aws")
+        return _resume(args)
+
+    p = Parameters.load(args.params)
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
+        p = p.with_epochs(args.epochs)
+    run_id = check_run_id(args.run_id) if args.run_id else new_run_id()
+    data_dir = resolve_data_dir(args.data)
+    dataset = load_dataset(data_dir)  # validates the data before any run starts
+    if not args.quiet:
+        dims = "-".join(str(n) for n in p.layer_dims(dataset.n_x))
+        err.print(
+            f"run {run_id}: {dims} network, {p.epochs} epochs, {args.engine} engine, "
+            f"{p.neurons_per_task} neuron(s) per task"
+        )
+    with RunFolder(_folder(args, run_id), new=True) as folder, stop_on_signals():
+        return _train(args, _spec(args, p, data_dir, run_id, folder), resume=False)
+
+
+def _folder(args: argparse.Namespace, run_id: str) -> Path:
+    return Path(args.out) if args.out else Path("runs") / run_id
+
+
+def _spec(
+    args: argparse.Namespace,
+    p: Parameters,
+    data_dir: Path,
+    run_id: str,
+    folder: RunFolder,
+    costs: list[float] | None = None,
+) -> RunSpec:
+    from snn.engines.progress import Progress, ProgressWriter
+
+    progress = Progress(run_id, args.engine, p.to_dict(), p.epochs, costs=list(costs or []))
+    return RunSpec(p, data_dir, run_id, folder=folder, progress=ProgressWriter(folder, progress))
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """A local run folder (what a failed or interrupted run saved there), or, with --engine
+    aws, the id of a run on the deployed stack."""
+    from snn.cli import err, stop_on_signals
+
+    if args.engine == "aws":
+        from snn.engines import aws
+
+        run_id = check_run_id(args.resume)
+        p, costs = aws.saved_run(args.stack, run_id)
+        with RunFolder(_folder(args, run_id), new=True) as folder, stop_on_signals():
+            return _train(args, _spec(args, p, Path("."), run_id, folder, costs), resume=True)
+    from snn.engines import local
+
+    with RunFolder(Path(args.resume), new=False) as folder, stop_on_signals():
+        found = local.saved_run(folder.resume_dir)
+        p = found.parameters
+        if not args.quiet:
+            err.print(
+                f"run {found.run_id}: resuming at epoch {found.committed} of {p.epochs}, "
+                "local engine"
+            )
+        costs = [float(found.record["costs"][str(e)]) for e in range(found.committed)]
+        return _train(args, _spec(args, p, Path("."), found.run_id, folder, costs), resume=True)
+
+
+def _train(args: argparse.Namespace, spec: RunSpec, resume: bool) -> int:
+    """Run the engine with a progress display, and end as the run ends: the results in place of
+    the run folder, or progress.json saying how the run failed or was stopped."""
+    from snn.cli import out, progress
+
+    assert spec.progress is not None and spec.folder is not None
+    spec.progress.publish(force=True)
+    first = len(spec.progress.progress.costs)
+    try:
+        with progress(spec.parameters.epochs, first, args.quiet) as on_epoch:
+            spec.on_epoch = on_epoch
+            result = _engine_run(args, spec, resume)
+    except RunInterrupted as exc:
+        _ended(spec, "interrupted", str(exc))
+        raise
+    except SnnError as exc:
+        _ended(spec, "failed", str(exc))
+        raise
+    except (KeyboardInterrupt, Interrupted):
+        _ended(spec, "interrupted", "interrupted; the direct engine keeps nothing to resume")
+        raise
+    spec.progress.progress.status = "succeeded"
+    spec.folder.finish(result, spec.progress.progress.to_dict())
+    if not args.quiet:
+        out.print(
+            f"final cost {result.costs[-1]:.6f}  train accuracy {result.train_accuracy:.2f}  "
+            f"test accuracy {result.test_accuracy:.2f}  ({result.wall_seconds:.1f} s)"
+        )
+        out.print(
+            f"run folder: {spec.folder.path}  (metrics.json, model.npz, neurons.npz, cost.png)"
+        )
+    return 0
+
+
+def _engine_run(args: argparse.Namespace, spec: RunSpec, resume: bool) -> RunResult:
+    if args.engine == "direct":
+        from snn.engines import direct
+
+        return direct.train(spec)
+    if args.engine == "local":
+        from snn.engines import local
+
+        train = local.resume if resume else local.train
+        return train(spec, template=args.template, fault_rate=args.inject_faults)
+    from snn.engines import aws
+
+    return (aws.resume if resume else aws.train)(spec, args.stack)
+
+
+def _ended(spec: RunSpec, status: str, message: str) -> None:
+    """progress.json says how the run ended; a new run that left nothing to resume leaves no
+    folder behind."""
+    assert spec.progress is not None and spec.folder is not None
+    spec.progress.end(status, message)
+    if spec.folder.new and not spec.folder.resume_dir.exists():
+        shutil.rmtree(spec.folder.path, ignore_errors=True)

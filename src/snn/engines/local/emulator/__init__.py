@@ -1,0 +1,45 @@
+"""Every touch of moto's internals, behind one version gate.
+
+The local engine runs on moto's public API (mock_aws, boto3 clients) except in these places,
+where it reads or trims moto's own state to stay fast and bounded over long runs, or makes the
+emulator behave as AWS does where moto's interpreter is lenient:
+
+- `interpreter`: a shared boto3 client for Lambda tasks, cached JSONPath parsing, execution
+  histories read from the backend, forgetting finished executions, failing an execution as AWS
+  fails it on an uncatchable error (States.DataLimitExceeded, States.Runtime);
+- `memory`: disposing of deleted S3 objects and dropping moto's bookkeeping of tracked
+  instances and finished interpreter threads;
+- `dynamodb`: requests to the emulated DynamoDB one at a time (its tables are not safe for
+  concurrent requests, which the local engine's threads make);
+- `s3_requests`: the handlers' S3 object requests answered by moto's S3 backend directly.
+
+They were written against one moto version and are tested against it
+(tests/unit/test_emulator.py). This module is the gate: it checks the version before any of
+them is imported, and with another version the local engine stops with a clear error instead
+of running without them (a long run would exhaust memory).
+"""
+
+from __future__ import annotations
+
+import moto
+
+from snn.errors import SnnError
+
+MOTO_VERSION = "5.2.5"
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+
+
+class UnsupportedEmulator(SnnError):
+    """The installed moto is not the version the local engine was written for."""
+
+
+if moto.__version__ != MOTO_VERSION:
+    raise UnsupportedEmulator(
+        f"the local engine needs moto {MOTO_VERSION}, found {moto.__version__}: "
+        f"pip install 'moto[s3,dynamodb,stepfunctions]=={MOTO_VERSION}'"
+    )
+
+from snn.engines.local.emulator import dynamodb, interpreter, memory, s3_requests  # noqa: E402
+
+__all__ = ["ACCOUNT", "MOTO_VERSION", "REGION", "dynamodb", "interpreter", "memory", "s3_requests"]

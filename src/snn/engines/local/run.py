@@ -1,0 +1,207 @@
+"""Training on the embedded stack: start the run, follow it, keep what a later process needs to
+resume it, and end with the run's results, a failure that says what failed where, or, for a
+signal, a saved run and the command that resumes it."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from snn import keys
+from snn.engines import RunSpec
+from snn.engines.follow import Execution, Follower, run_summary
+from snn.engines.history import MAX_PAYLOAD_BYTES, oversized_payload
+from snn.engines.local import saved
+from snn.engines.local.embedded import EmbeddedStack
+from snn.engines.local.quota import QuotaGuard
+from snn.engines.stack import collect, create_run, start
+from snn.errors import Interrupted, RunFailed, RunInterrupted
+from snn.report import RunResult
+
+# How often the run is polled: each poll is a few requests to the emulator, which shares the
+# process (and its interpreter lock) with the state machine and the handlers.
+FOLLOW_SECONDS = 1.0
+# How often the resume state is saved while the run goes: at most this much work is lost when
+# the process is killed outright.
+SNAPSHOT_SECONDS = 15.0
+
+
+class LocalFollower(Follower):
+    """Follows a run on the embedded stack, and at every poll: enforces the history quota and
+    the payload limit as AWS would, keeps the emulator compact, publishes progress, and saves
+    the resume state when it is due."""
+
+    def __init__(
+        self,
+        embedded: EmbeddedStack,
+        spec: RunSpec,
+        snapshots: saved.Snapshots | None,
+        prior: dict[str, Any] | None,
+        reported: int,
+    ) -> None:
+        assert embedded.stack is not None
+        super().__init__(
+            embedded.stack, spec.run_id, spec.epoch_done, FOLLOW_SECONDS, reported=reported
+        )
+        self.embedded, self.spec, self.snapshots, self.prior = embedded, spec, snapshots, prior
+        self.guards: dict[str, QuotaGuard] = {}
+        self._checked: dict[str, int] = {}  # history events checked, per execution
+
+    def poll(self, arn: str) -> None:
+        self.guards.setdefault(arn, QuotaGuard(self.embedded, arn)).check()
+        self.embedded.compact()
+        events = self.embedded.history(arn)
+        self._check_payloads(arn, events)
+        if self.spec.progress:
+            progress = self.spec.progress.progress
+            progress.tracker.feed(arn, events)
+            progress.execution = {
+                "name": arn.rsplit(":", 1)[-1],
+                "status": "RUNNING",
+                "history_events": len(events),
+            }
+            self.spec.progress.publish()
+        if self.snapshots and self.snapshots.due():
+            self.save()
+
+    def _check_payloads(self, arn: str, events: list[dict[str, Any]]) -> None:
+        """A state's input or output over 256 KB fails the execution, as on AWS."""
+        too_big = oversized_payload(events[self._checked.get(arn, 0) :])
+        self._checked[arn] = len(events)
+        if too_big:
+            self.embedded.fail_execution(
+                arn,
+                "States.DataLimitExceeded",
+                f"{too_big}, over the {MAX_PAYLOAD_BYTES}-byte limit",
+            )
+
+    def ended(self, arn: str, execution: Execution) -> None:
+        self.embedded.execution_ended(execution.description)
+        if self.spec.progress:
+            progress = self.spec.progress.progress
+            progress.tracker.feed(arn, self.embedded.history(arn))
+            progress.executions.append(execution.summary())
+            progress.execution = None
+        self.embedded.forget_execution(arn)
+
+    def summary(self) -> dict[str, Any]:
+        return run_summary(self.executions, self.prior)
+
+    def save(self) -> int | None:
+        """Save the resume state now; the epoch it resumes from, or None if nothing to save."""
+        epoch = self.snapshots.save(self.summary()) if self.snapshots else None
+        if self.spec.progress and epoch is not None:
+            self.spec.progress.progress.resumable_from = epoch
+            self.spec.progress.publish(force=True)
+        return epoch
+
+
+def train(
+    spec: RunSpec, template: str | Path = "template.yaml", fault_rate: float = 0.0
+) -> RunResult:
+    """Train on the embedded stack, from epoch 0."""
+    began = time.perf_counter()
+    with EmbeddedStack(template, fault_rate) as embedded:
+        assert embedded.stack is not None
+        event = create_run(embedded.stack, spec.run_id, spec.parameters, spec.data_dir)
+        arn = start(embedded.stack, event, name=spec.run_id)
+        return _run(embedded, spec, event, arn, None, 0, began)
+
+
+def resume(
+    spec: RunSpec, template: str | Path = "template.yaml", fault_rate: float = 0.0
+) -> RunResult:
+    """Carry on a run saved in `spec.folder`'s resume/ by an earlier process, from its committed
+    epoch: everything saved is checked first, then put back into a new embedded stack, and a
+    new execution starts. The result is the uninterrupted run's, bit for bit."""
+    began = time.perf_counter()
+    assert spec.folder is not None
+    found = saved.load(spec.folder.resume_dir)
+    objects = saved.objects(spec.folder.resume_dir, found)
+    with EmbeddedStack(template, fault_rate) as embedded:
+        st = embedded.stack
+        assert st is not None
+        for key, data in objects:
+            st.store.put_bytes(key, data)
+        st.runs.create(found.run_id, found.record)
+        st.runs.update(found.run_id, {"status": "RUNNING"})
+        name = keys.resumed_execution_name(found.run_id, int(time.time()))
+        arn = start(st, found.execution_input, name=name)
+        return _run(
+            embedded, spec, found.execution_input, arn, found.summary, found.committed, began
+        )
+
+
+def saved_run(resume_dir: Path) -> saved.SavedRun:
+    return saved.load(resume_dir)
+
+
+def _run(
+    embedded: EmbeddedStack,
+    spec: RunSpec,
+    event: dict[str, str],
+    arn: str,
+    prior: dict[str, Any] | None,
+    reported: int,
+    began: float,
+) -> RunResult:
+    st, lambdas = embedded.stack, embedded.lambdas
+    assert st is not None and lambdas is not None
+    snapshots = None
+    if spec.folder is not None:
+        snapshots = saved.Snapshots(
+            st, spec.run_id, event, spec.folder.resume_dir, SNAPSHOT_SECONDS
+        )
+    follower = LocalFollower(embedded, spec, snapshots, prior, reported)
+    try:
+        follower.follow(arn)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        _stop_all(follower)
+        epoch = follower.save()
+        where = _resume_hint(spec, epoch)
+        raise RunInterrupted(f"run {spec.run_id} interrupted{where}", signum) from None
+    last = follower.executions[-1]
+    if not last.succeeded:
+        epoch = follower.save()
+        diverged = last.failure is not None and last.failure.error == "NumericalError"
+        raise follower.failed("" if diverged else _resume_hint(spec, epoch))
+    extra = follower.summary()
+    extra["lambda_invocations_served"] = sum(lambdas.invocations.values())
+    extra["injected_faults"] = dict(lambdas.faults)
+    return collect(st, spec.run_id, "local", time.perf_counter() - began, extra)
+
+
+def _resume_hint(spec: RunSpec, epoch: int | None) -> str:
+    if epoch is None or spec.folder is None:
+        return "; nothing to resume (the run had not started)"
+    return f" at epoch {epoch}; resume it with: snn train --resume {spec.folder.path}"
+
+
+def _stop_all(follower: LocalFollower, quiet_seconds: float = 0.5, timeout: float = 60) -> None:
+    """Stop every running execution, as a user stopping them on AWS would (the run is marked
+    failed by the execution-status rule), and wait until no handler is still at work."""
+    embedded = follower.embedded
+    st, lambdas = embedded.stack, embedded.lambdas
+    assert st is not None and lambdas is not None
+    running = st.sfn.list_executions(stateMachineArn=st.state_machine_arn, statusFilter="RUNNING")
+    for ex in running["executions"]:
+        st.sfn.stop_execution(executionArn=ex["executionArn"])
+    deadline = time.monotonic() + timeout
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        if lambdas.in_flight:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_seconds:
+            break
+        time.sleep(0.05)
+    for ex in running["executions"]:
+        description = st.sfn.describe_execution(executionArn=ex["executionArn"])
+        execution = Execution.of(description, embedded.history(ex["executionArn"]))
+        follower.executions.append(execution)
+        follower.ended(ex["executionArn"], execution)
+
+
+__all__ = ["RunFailed", "resume", "saved_run", "train"]

@@ -1,0 +1,219 @@
+"""The stages that begin, hand over and end a run: Init, ContinueAsNew, Evaluate and
+RecordFailure. Their preconditions, each checked before anything is written:
+
+- Init: no run yet, or the identical run (same parameters, same data) still RUNNING; a run id
+  taken by another run is refused with nothing changed.
+- ContinueAsNew: the run is RUNNING at the event's epoch and names the calling execution; the
+  run record names the next execution only once that execution exists. A retry that finds its
+  successor already named succeeds without starting anything.
+- Evaluate: the run is RUNNING at its last epoch (or has succeeded: a replay writes the same).
+- RecordFailure: only a RUNNING run, and only for the execution that carries it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from snn import epoch as epochs
+from snn import keys
+from snn import network as nn
+from snn.data import Dataset
+from snn.errors import EventError
+from snn.parameters import Parameters
+from snn.report import model_bytes, npz_bytes
+from snn.stages.context import Context, layer_matrix, numbers_checked
+from snn.stages.training import NEURON_STATS, sampled_epochs
+from snn.stores import ConditionFailed, MissingObject, new_record
+
+INPUT_FIELDS = ("run_id", "parameters_key", "train_key", "test_key")
+
+
+def init(
+    ctx: Context,
+    run_id: str,
+    p: Parameters,
+    dataset: Dataset,
+    data_keys: dict[str, str],
+    execution_name: str = "",
+) -> dict[str, Any]:
+    """Create the run (its record, then its data and the weights entering epoch 0) and return
+    the plan the state machine loops over, from the run's committed epoch. `data_keys` are the
+    upload keys of the run's train and test files. The record is created first, conditionally,
+    so two different runs under one id cannot both write; an Init that stopped half-way is
+    completed by its retry."""
+    keys.check_run_id(run_id)
+    wanted = {"train_key": data_keys["train_key"], "test_key": data_keys["test_key"]}
+    record = ctx.runs.create(
+        run_id, new_record(run_id, p.to_json(), n_x=int(dataset.n_x), **wanted)
+    )
+    if Parameters.from_json(record["parameters"]) != p:
+        raise EventError(f"run {run_id} exists with other parameters; choose another run id")
+    if any(record.get(k) != v for k, v in wanted.items()):
+        raise EventError(f"run {run_id} exists with other data; choose another run id")
+    if record["status"] != "RUNNING":
+        raise EventError(f"run {run_id} is {record['status']}, not RUNNING")
+    epoch = int(record["committed_epoch"])
+    if epoch == 0:  # written again by a retry, with the same bytes
+        for split, x, y in (
+            ("train", dataset.train_x, dataset.train_y),
+            ("test", dataset.test_x, dataset.test_y),
+        ):
+            ctx.store.put(keys.data_key(run_id, split, "x"), x)
+            ctx.store.put(keys.data_key(run_id, split, "y"), y)
+        weights = nn.initialize(p.layer_dims(dataset.n_x), p.seed, p.initialization)
+        for layer, (W, b) in enumerate(weights, 1):
+            for s in p.shards(layer):
+                ctx.store.put(keys.matrix_key(run_id, 0, "W", layer, s.index), W[s.lo : s.hi])
+                ctx.store.put(keys.matrix_key(run_id, 0, "b", layer, s.index), b[s.lo : s.hi])
+    if execution_name:
+        ctx.runs.update(run_id, {"execution": execution_name}, when={"status": "RUNNING"})
+    return epochs.plan(p, run_id, epoch)
+
+
+def continue_as_new(
+    ctx: Context,
+    run_id: str,
+    epoch: int,
+    execution_name: str,
+    state_machine_arn: str,
+    execution_input: dict[str, Any],
+) -> dict[str, Any]:
+    """Hand the run over to the next execution of the state machine, named after `epoch` and
+    given the same input (its Init returns the plan from the committed epoch)."""
+    if ctx.executions is None:
+        raise EventError("this engine starts no executions")
+    successor = keys.execution_name(run_id, epoch)
+    record = ctx.record(run_id, ("status", "committed_epoch", "execution", "train_key", "test_key"))
+    if record.get("execution") == successor:
+        return {"execution_name": successor}  # a retry: the hand-over is done
+    expected = {
+        "run_id": run_id,
+        "parameters_key": keys.parameters_key(run_id),
+        "train_key": record.get("train_key"),
+        "test_key": record.get("test_key"),
+    }
+    if execution_input != expected:
+        raise EventError("execution_input must be the run's own input: " + json.dumps(expected))
+    ctx.check_running(run_id, epoch, record)
+    if record.get("execution") != execution_name:
+        raise EventError(
+            f"run {run_id} is carried by execution {record.get('execution')}, not {execution_name}"
+        )
+    ctx.executions.start(state_machine_arn, successor, json.dumps(expected, sort_keys=True))
+    ctx.runs.update(
+        run_id,
+        {"execution": successor},
+        when={"status": "RUNNING", "execution": (execution_name, successor)},
+    )
+    return {"execution_name": successor}
+
+
+@numbers_checked
+def evaluate(ctx: Context, run_id: str) -> dict[str, Any]:
+    """Accuracies of the trained network, the model as one .npz object, and every neuron's
+    recorded statistics as another."""
+    record = ctx.record(run_id, ("status", "committed_epoch"))
+    p = ctx.parameters(run_id)
+    if int(record["committed_epoch"]) != p.epochs or record["status"] not in (
+        "RUNNING",
+        "SUCCEEDED",
+    ):
+        raise EventError(
+            f"run {run_id} is {record['status']} at epoch {record['committed_epoch']}, not "
+            f"RUNNING at its last epoch {p.epochs}: nothing to evaluate"
+        )
+    try:
+        weights = final_weights(ctx, run_id)
+    except MissingObject as exc:
+        raise EventError(f"run {run_id}: final weights missing ({exc})") from None
+    result: dict[str, Any] = {}
+    for split in ("train", "test"):
+        X = ctx.store.get_cached(keys.data_key(run_id, split, "x"))
+        Y = ctx.store.get_cached(keys.data_key(run_id, split, "y"))
+        AL = nn.forward(weights, p.activations, X)
+        result[f"{split}_accuracy"] = nn.accuracy(AL, Y)
+        if split == "test":
+            result["confusion_matrix"] = confusion_matrix(nn.predict(AL), Y)
+    ctx.store.put_bytes(keys.model_key(run_id), model_bytes(weights))
+    ctx.store.put_bytes(keys.neurons_key(run_id), npz_bytes(neuron_history(ctx, run_id)))
+    ctx.runs.update(
+        run_id,
+        {"status": "SUCCEEDED", **result},
+        when={"status": "RUNNING", "committed_epoch": p.epochs},
+    )
+    return {**result, "model_key": keys.model_key(run_id), "neurons_key": keys.neurons_key(run_id)}
+
+
+def record_failure(
+    ctx: Context, run_id: str, execution_name: str, error: str, cause: str
+) -> dict[str, Any]:
+    """Mark the run FAILED with the error that ended `execution_name`, if that execution carries
+    the run and the run is RUNNING. Anything else changes nothing: a run that has finished, is
+    carried by another execution, or was never created (an Init that failed) keeps its state,
+    and the execution still fails with its own error."""
+    record = ctx.runs.get(keys.check_run_id(run_id), ("status", "execution"))
+    if record is None:
+        return {"recorded": False, "status": None}
+    fields = {
+        "status": "FAILED",
+        "error": error[:256],
+        "cause": cause[:4096],
+        "failed_execution": execution_name,
+    }
+    try:
+        ctx.runs.update(
+            run_id, fields, when={"status": "RUNNING", "execution": (execution_name, None)}
+        )
+    except ConditionFailed as exc:
+        return {"recorded": False, "status": exc.record.get("status")}
+    return {"recorded": True, "status": "FAILED"}
+
+
+# --- what a finished run leaves ------------------------------------------------------------------
+
+
+def final_weights(ctx: Context, run_id: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    p = ctx.parameters(run_id)
+    return [
+        (
+            layer_matrix(ctx, p, run_id, p.epochs, "W", layer),
+            layer_matrix(ctx, p, run_id, p.epochs, "b", layer),
+        )
+        for layer in range(1, p.layers + 1)
+    ]
+
+
+def neuron_history(ctx: Context, run_id: str) -> dict[str, np.ndarray]:
+    """All recorded statistics: `epochs` (k,), and for each layer l and statistic s an array
+    `{s}_layer{l}` of shape (k, neurons of layer l). Read side by side (there are k x shards
+    objects)."""
+    p = ctx.parameters(run_id)
+    sampled = sampled_epochs(p)
+    out: dict[str, np.ndarray] = {"epochs": np.array(sampled)}
+    for layer in range(1, p.layers + 1):
+        shards = p.shards(layer)
+        parts = ctx.store.get_many(
+            [keys.neuron_stats_key(run_id, e, layer, s.index) for e in sampled for s in shards]
+        )
+        per_epoch = [
+            np.concatenate(parts[i * len(shards) : (i + 1) * len(shards)])
+            for i in range(len(sampled))
+        ]
+        stacked = np.stack(per_epoch)  # (k, neurons, stats)
+        for i, name in enumerate(NEURON_STATS):
+            out[f"{name}_layer{layer}"] = stacked[:, :, i]
+    return out
+
+
+def confusion_matrix(predicted: np.ndarray, Y: np.ndarray) -> dict[str, int]:
+    y = Y.astype(np.int64).ravel()
+    yhat = predicted.ravel()
+    return {
+        "true_positive": int(np.sum((yhat == 1) & (y == 1))),
+        "false_positive": int(np.sum((yhat == 1) & (y == 0))),
+        "true_negative": int(np.sum((yhat == 0) & (y == 0))),
+        "false_negative": int(np.sum((yhat == 0) & (y == 1))),
+    }

@@ -1,0 +1,35 @@
+"""One boto3 client per service, endpoint and region, reused as a warm Lambda container reuses
+it. `AWS_ENDPOINT_URL` (an emulator, say) is honoured by boto3 itself."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+_clients: dict[tuple[str, str | None, str | None], Any] = {}
+_lock = threading.Lock()
+
+
+def aws_client(service: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    key = (service, os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("AWS_REGION"))
+    with _lock:
+        client = _clients.get(key)
+        if client is None:
+            # Checksums only where an operation requires them: the objects are small and the
+            # transport is TLS; it saves a CRC over every matrix on both sides.
+            config = Config(
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            )
+            client = _clients[key] = boto3.client(service, config=config)
+        return client
+
+
+def reset_clients() -> None:
+    """Forget cached clients (a new emulated account or region)."""
+    with _lock:
+        _clients.clear()

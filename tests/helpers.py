@@ -1,0 +1,147 @@
+"""Helpers the tests share (fixtures are in conftest.py): the project's folders, small networks,
+the handlers by name, one epoch's events in the state machine's order, a snapshot of everything
+a stack holds, and runs through the engines' public API."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from snn.engines import RunSpec
+from snn.epoch import calls_in_order, epoch_steps
+from snn.parameters import Parameters
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The functions of training, by handler module (snn.handlers.<name>), and the ones outside it.
+STAGES = (
+    "init",
+    "forward_linear",
+    "activation",
+    "loss",
+    "backward",
+    "update",
+    "commit",
+    "evaluate",
+    "record_failure",
+    "continue_as_new",
+)
+OUTSIDE_TRAINING = ("predict", "execution_failed")
+
+
+def handler(name: str) -> Any:
+    """The Lambda entry point of a function, as template.yaml names it."""
+    return importlib.import_module(f"snn.handlers.{name}").handler
+
+
+def epoch_events(plan: dict[str, Any], epoch: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(stage, event) of one epoch, in the order the state machine invokes them."""
+    for call in calls_in_order(epoch_steps(plan, epoch)):
+        yield call.stage, {"run_id": plan["run_id"], **call.fields}
+
+
+def run_events(plan: dict[str, Any], epochs: range | None = None) -> None:
+    """Every epoch of the plan (or the given ones), through the handlers."""
+    for epoch in epochs if epochs is not None else range(plan["progress"]["epoch"], plan["epochs"]):
+        for stage, event in epoch_events(plan, epoch):
+            handler(stage)(event, None)
+
+
+def network(
+    neurons: list[int],
+    activations: list[str] | None = None,
+    epochs: int = 2,
+    **fields: Any,
+) -> Parameters:
+    """A network of the given widths (the last must be 1): relu hidden layers and a sigmoid
+    output unless told, learning rate 0.05."""
+    acts = activations or ["relu"] * (len(neurons) - 1) + ["sigmoid"]
+    raw = {
+        "epochs": epochs,
+        "layers": len(neurons),
+        "activations": {f"layer{i}": a for i, a in enumerate(acts, 1)},
+        "neurons": {f"layer{i}": n for i, n in enumerate(neurons, 1)},
+        "learning_rate": 0.05,
+        **fields,
+    }
+    return Parameters.from_dict(raw)
+
+
+def tiny_parameters(epochs: int = 2) -> Parameters:
+    """A 2-2-1 network: the smallest that has every stage."""
+    return network([2, 1], epochs=epochs)
+
+
+def three_layers(neurons_per_task: int, epochs: int = 4) -> Parameters:
+    return network(
+        [5, 3, 1],
+        ["relu", "tanh", "sigmoid"],
+        epochs=epochs,
+        initialization="xavier",
+        neurons_per_task=neurons_per_task,
+    )
+
+
+def reference(epochs: int = 2500, neurons_per_task: int = 7) -> Parameters:
+    """The published reference: 12288-7-1, relu/sigmoid, lr 0.0075, seed 1, randn * 0.01."""
+    p = Parameters.load(ROOT / "parameters.json").to_dict()
+    return Parameters.from_dict(
+        {
+            **p,
+            "epochs": epochs,
+            "neurons": {"layer1": 7, "layer2": 1},
+            "neurons_per_task": neurons_per_task,
+        }
+    )
+
+
+def spec(p: Parameters, data_dir: Path, run_id: str = "r", **fields: Any) -> RunSpec:
+    return RunSpec(p, Path(data_dir), run_id, **fields)
+
+
+def assert_same_run(a: Any, b: Any) -> None:
+    """Two RunResults with the same costs and weights, bit for bit."""
+    assert a.costs == b.costs
+    assert len(a.weights) == len(b.weights)
+    for (Wa, ba), (Wb, bb) in zip(a.weights, b.weights, strict=True):
+        assert np.array_equal(Wa, Wb)
+        assert np.array_equal(ba, bb)
+    assert (a.train_accuracy, a.test_accuracy) == (b.train_accuracy, b.test_accuracy)
+
+
+def project_copy(tmp_path: Path) -> Path:
+    """template.yaml and statemachine/ in a temporary folder, to change them safely."""
+    shutil.copy(ROOT / "template.yaml", tmp_path / "template.yaml")
+    shutil.copytree(ROOT / "statemachine", tmp_path / "statemachine")
+    return tmp_path / "template.yaml"
+
+
+class Snapshot:
+    """Everything a stack holds: every object of the bucket (key -> bytes) and every item of the
+    table (as DynamoDB returns it, sorted by key), taken as often as a test needs. An object's
+    bytes are fetched again only when its ETag is new."""
+
+    def __init__(self, stack: Any) -> None:
+        self.stack = stack
+        self._bytes: dict[tuple[str, str], bytes] = {}
+
+    def __call__(self) -> tuple[dict[str, bytes], list[dict[str, Any]]]:
+        st = self.stack
+        objects = {}
+        for page in st.s3.get_paginator("list_objects_v2").paginate(Bucket=st.bucket):
+            for o in page.get("Contents", []):
+                cache_key = (o["Key"], o.get("ETag", ""))
+                if cache_key not in self._bytes or not o.get("ETag"):
+                    body = st.s3.get_object(Bucket=st.bucket, Key=o["Key"])["Body"].read()
+                    self._bytes[cache_key] = body
+                objects[o["Key"]] = self._bytes[cache_key]
+        items = []
+        scan = st.dynamodb.get_paginator("scan")
+        for page in scan.paginate(TableName=st.table, ConsistentRead=True):
+            items.extend(page["Items"])
+        return objects, sorted(items, key=lambda i: (i["run_id"]["S"], i["entry"]["S"]))
