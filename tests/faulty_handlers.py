@@ -27,3 +27,10 @@ def loss_huge_result(event: Any, context: Any = None) -> Any:
     """Loss whose result is over the 256 KB a state's payload may carry."""
     result = handler("loss")(event, context)
     return {**result, "padding": "x" * 300_000}
+
+
+def commit_fails_at_epoch_2(event: Any, context: Any = None) -> Any:
+    """Commit that works until epoch 2, then fails: a run to resume from epoch 2."""
+    if event.get("epoch") == 2:
+        raise StageBroke("commit broke at epoch 2")
+    return handler("commit")(event, context)
