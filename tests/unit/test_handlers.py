@@ -454,7 +454,7 @@ def test_continue_as_new_names_the_next_execution_only_once_it_exists(
     snap = Snapshot(st)
     before = snap()
     missing = noop_machine.replace(":noop", ":gone")  # StartExecution fails
-    with pytest.raises(Exception, match="StateMachineDoesNotExist|does not exist"):
+    with pytest.raises(Exception, match=r"StateMachineDoesNotExist|does not exist"):
         handler("continue_as_new")({**good, "state_machine_arn": missing}, None)
     assert snap() == before
     assert st.runs.get(RUN)["execution"] == RUN

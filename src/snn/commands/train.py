@@ -8,11 +8,14 @@ or SIGHUP, or that fails, keeps what `snn train --resume` needs and says how to 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
+from snn import blas
 from snn.engines import ENGINES, RunSpec
 from snn.errors import Interrupted, RunInterrupted, SnnError
 from snn.keys import check_run_id
@@ -66,6 +69,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="local engine: make this fraction of Lambda invocations fail, half before the "
         f"handler runs and half after (the response is lost); at most {MAX_FAULT_RATE}",
     )
+    train.add_argument(
+        "--blas-threads",
+        type=int,
+        metavar="N",
+        help="threads numpy's BLAS may use (direct and local engines; default: "
+        "$SNN_BLAS_THREADS, else 1: see the performance docs)",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress output")
     train.set_defaults(func=run)
 
@@ -87,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--inject-faults works with the local engine only")
     if args.engine == "aws" and not args.stack:
         raise UsageError("--engine aws needs the deployed stack's name: --stack NAME")
+    if args.blas_threads is not None:
+        if not 1 <= args.blas_threads <= 256:
+            raise UsageError(f"--blas-threads must be from 1 to 256, got {args.blas_threads}")
+        os.environ[blas.ENV] = str(args.blas_threads)  # the handlers of the local engine too
     if args.resume:
         if args.engine == "direct":
             raise UsageError("--resume works with the local engine (a run folder) or --engine aws")
@@ -151,10 +165,11 @@ def _resume(args: argparse.Namespace) -> int:
                 "local engine"
             )
         costs = [float(found.record["costs"][str(e)]) for e in range(found.committed)]
-        return _train(args, _spec(args, p, Path("."), found.run_id, folder, costs), resume=True)
+        spec = _spec(args, p, Path("."), found.run_id, folder, costs)
+        return _train(args, spec, resume=True, found=found)
 
 
-def _train(args: argparse.Namespace, spec: RunSpec, resume: bool) -> int:
+def _train(args: argparse.Namespace, spec: RunSpec, resume: bool, found: Any = None) -> int:
     """Run the engine with a progress display, and end as the run ends: the results in place of
     the run folder, or progress.json saying how the run failed or was stopped."""
     from snn.cli import out, progress
@@ -165,7 +180,7 @@ def _train(args: argparse.Namespace, spec: RunSpec, resume: bool) -> int:
     try:
         with progress(spec.parameters.epochs, first, args.quiet) as on_epoch:
             spec.on_epoch = on_epoch
-            result = _engine_run(args, spec, resume)
+            result = _engine_run(args, spec, resume, found)
     except RunInterrupted as exc:
         _ended(spec, "interrupted", str(exc))
         raise
@@ -188,7 +203,7 @@ def _train(args: argparse.Namespace, spec: RunSpec, resume: bool) -> int:
     return 0
 
 
-def _engine_run(args: argparse.Namespace, spec: RunSpec, resume: bool) -> RunResult:
+def _engine_run(args: argparse.Namespace, spec: RunSpec, resume: bool, found: Any) -> RunResult:
     if args.engine == "direct":
         from snn.engines import direct
 
@@ -196,8 +211,9 @@ def _engine_run(args: argparse.Namespace, spec: RunSpec, resume: bool) -> RunRes
     if args.engine == "local":
         from snn.engines import local
 
-        train = local.resume if resume else local.train
-        return train(spec, template=args.template, fault_rate=args.inject_faults)
+        if resume:
+            return local.resume(spec, args.template, args.inject_faults, found)
+        return local.train(spec, template=args.template, fault_rate=args.inject_faults)
     from snn.engines import aws
 
     return (aws.resume if resume else aws.train)(spec, args.stack)

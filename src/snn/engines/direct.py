@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from snn import keys, stages
+from snn import blas, keys, stages
 from snn.data import read_h5_pair
 from snn.engines import RunSpec
 from snn.epoch import Call, calls_in_order, epoch_steps
@@ -26,6 +26,7 @@ def _where(call: Call) -> str:
 
 def train(spec: RunSpec) -> RunResult:
     start = time.perf_counter()
+    blas.use_threads(blas.from_environment())
     p, run_id = spec.parameters, spec.run_id
     ctx = stages.Context(MemoryStore(), MemoryRunTable())
     dataset = read_h5_pair(spec.data_dir)

@@ -17,7 +17,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from snn import keys, stages
+from snn import blas, keys, stages
 from snn.errors import EventError
 from snn.stores import DynamoRunTable, S3Store, aws_client
 
@@ -79,6 +79,7 @@ def stage_context() -> stages.Context:
     key = (bucket, table, os.environ.get("AWS_ENDPOINT_URL"))
     ctx = _contexts.get(key)
     if ctx is None:
+        blas.use_threads(blas.from_environment())
         ctx = _contexts[key] = stages.Context(
             S3Store(bucket), DynamoRunTable(table), StepFunctionsExecutions()
         )

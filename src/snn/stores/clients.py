@@ -19,13 +19,7 @@ def aws_client(service: str) -> Any:
     with _lock:
         client = _clients.get(key)
         if client is None:
-            # Checksums only where an operation requires them: the objects are small and the
-            # transport is TLS; it saves a CRC over every matrix on both sides.
-            config = Config(
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-            )
-            client = _clients[key] = boto3.client(service, config=config)
+            client = _clients[key] = boto3.client(service, config=Config(**_checksums()))
         return client
 
 
@@ -33,3 +27,18 @@ def reset_clients() -> None:
     """Forget cached clients (a new emulated account or region)."""
     with _lock:
         _clients.clear()
+
+
+def _checksums() -> dict[str, str]:
+    """Checksums only where an operation requires them: the objects are small and the transport
+    is TLS; it saves a CRC over every matrix on both sides. botocore before 1.36 has neither
+    option (and computes no such checksums): nothing to set there."""
+    import botocore
+
+    major, minor = (int(part) for part in botocore.__version__.split(".")[:2])
+    if (major, minor) < (1, 36):
+        return {}
+    return {
+        "request_checksum_calculation": "when_required",
+        "response_checksum_validation": "when_required",
+    }

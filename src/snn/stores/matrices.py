@@ -104,10 +104,19 @@ class S3Store:
     def get_bytes(self, key: str, max_bytes: int | None = None) -> bytes:
         """The object's bytes; with `max_bytes`, at most one byte more than that is read (so a
         caller can tell an object over its limit without reading all of it)."""
+        from botocore.exceptions import ClientError
+
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
         except self.client.exceptions.NoSuchKey:
             raise MissingObject(f"no object {key} in bucket {self.bucket}") from None
+        except ClientError as exc:
+            # Without s3:ListBucket, S3 answers a missing key with 403 AccessDenied, not 404.
+            if exc.response.get("Error", {}).get("Code") != "AccessDenied":
+                raise
+            raise MissingObject(
+                f"no object {key} in bucket {self.bucket} (access denied)"
+            ) from None
         try:
             return body.read() if max_bytes is None else body.read(max_bytes + 1)
         finally:

@@ -114,7 +114,7 @@ class MemoryRunTable:
             self.items[key] = copy.deepcopy({k: v for k, v in record.items() if k != "costs"})
             for epoch, cost in record.get("costs", {}).items():
                 self.record_cost(run_id, int(epoch), float(cost))
-        return self.get(run_id) or {}
+        return copy.deepcopy(self.items[key])
 
     def get(self, run_id: str, fields: tuple[str, ...] = ()) -> dict[str, Any] | None:
         item = self.items.get((run_id, keys.RUN_ENTRY))
@@ -183,8 +183,8 @@ class DynamoRunTable:
         self.client = client or aws_client("dynamodb")
 
     def create(self, run_id: str, record: dict[str, Any]) -> dict[str, Any]:
-        """Create the run, unless it exists; returns the record as stored (with its costs). A
-        record that carries costs (a saved run) gets them back."""
+        """Create the run, unless it exists; returns the record as stored, without its costs
+        (one GetItem, no Query). A record that carries costs (a saved run) gets them back."""
         head = {k: v for k, v in record.items() if k != "costs"}
         try:
             self.client.put_item(
@@ -193,13 +193,15 @@ class DynamoRunTable:
                 ConditionExpression="attribute_not_exists(run_id)",
             )
         except self.client.exceptions.ConditionalCheckFailedException:
-            existing = self.get(run_id)
-            if existing is None:
+            item = self.client.get_item(
+                TableName=self.table, Key=keys.item_key(run_id), ConsistentRead=True
+            ).get("Item")
+            if not item:
                 raise MissingObject(f"run {run_id} vanished while it was created") from None
-            return existing
+            return _from_item(item)
         for epoch, cost in record.get("costs", {}).items():
             self.record_cost(run_id, int(epoch), float(cost))
-        return {**head, "costs": dict(record.get("costs", {}))}
+        return dict(head)
 
     def get(self, run_id: str, fields: tuple[str, ...] = ()) -> dict[str, Any] | None:
         """The record, or only the named top-level `fields` of it (cheaper to read). The costs

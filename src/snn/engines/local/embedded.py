@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from snn import blas
 from snn.engines.local.lambda_service import ACCOUNT, REGION, LambdaService
 from snn.engines.stack import Stack
 from snn.template import Template, TemplateError, resolve
@@ -85,6 +86,8 @@ class EmbeddedStack:
         names = {bucket_id: f"snn-local-{self.suffix}", table_id: f"snn-local-runs-{self.suffix}"}
         arns = {fid: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{fid}" for fid in functions}
         env = {**_function_environment(functions, names), **self.environment}
+        if os.environ.get(blas.ENV):  # this machine's choice, not the Lambda functions'
+            env[blas.ENV] = os.environ[blas.ENV]
         handlers = {fid: _import_handler(f.handler) for fid, f in functions.items()}
 
         self._set_env({**EMULATOR_ENV, **env}, clear=CLEARED_ENV)
@@ -116,7 +119,8 @@ class EmbeddedStack:
                 roleArn=f"arn:aws:iam::{ACCOUNT}:role/{sm_id}Role",
                 type="STANDARD",
             )["stateMachineArn"]
-            self.lambdas = LambdaService(handlers, {fid: 120 for fid in functions}, self.fault_rate)
+            timeouts = {fid: f.timeout for fid, f in functions.items()}
+            self.lambdas = LambdaService(handlers, timeouts, self.fault_rate)
             self.lambdas.on_data_limit = self._data_limit
             session.events.register("before-call.lambda.Invoke", self.lambdas.on_before_call)
             self._undo.append(

@@ -111,15 +111,20 @@ def train(
 
 
 def resume(
-    spec: RunSpec, template: str | Path = "template.yaml", fault_rate: float = 0.0
+    spec: RunSpec,
+    template: str | Path = "template.yaml",
+    fault_rate: float = 0.0,
+    found: saved.SavedRun | None = None,
 ) -> RunResult:
     """Carry on a run saved in `spec.folder`'s resume/ by an earlier process, from its committed
-    epoch: everything saved is checked first, then put back into a new embedded stack, and a
-    new execution starts. The result is the uninterrupted run's, bit for bit."""
+    epoch: everything saved is checked first (`saved_run`, or here), then put back into a new
+    embedded stack, and a new execution starts. The result is the uninterrupted run's, bit for
+    bit."""
     began = time.perf_counter()
     assert spec.folder is not None
-    found = saved.load(spec.folder.resume_dir)
-    objects = saved.objects(spec.folder.resume_dir, found)
+    if found is None or found.objects is None:
+        found = saved.load(spec.folder.resume_dir, with_objects=True)
+    objects = found.objects or []
     with EmbeddedStack(template, fault_rate) as embedded:
         st = embedded.stack
         assert st is not None
@@ -135,7 +140,8 @@ def resume(
 
 
 def saved_run(resume_dir: Path) -> saved.SavedRun:
-    return saved.load(resume_dir)
+    """The run saved in `resume_dir`, every part of it checked (ResumeError otherwise)."""
+    return saved.load(resume_dir, with_objects=True)
 
 
 def _run(
@@ -177,7 +183,7 @@ def _run(
 def _resume_hint(spec: RunSpec, epoch: int | None) -> str:
     if epoch is None or spec.folder is None:
         return "; nothing to resume (the run had not started)"
-    return f" at epoch {epoch}; resume it with: snn train --resume {spec.folder.path}"
+    return f"; resume it from epoch {epoch} with: snn train --resume {spec.folder.path}"
 
 
 def _stop_all(follower: LocalFollower, quiet_seconds: float = 0.5, timeout: float = 60) -> None:

@@ -32,7 +32,7 @@ import numpy as np
 
 from snn import keys
 from snn.engines.stack import Stack
-from snn.errors import ParametersError, SnnError
+from snn.errors import SnnError
 from snn.parameters import Parameters
 from snn.run_folder import write_json
 from snn.stages import next_weights
@@ -56,6 +56,7 @@ class SavedRun:
     execution_input: dict[str, str]
     summary: dict[str, Any]
     manifest: dict[str, str]
+    objects: list[tuple[str, bytes]] | None = None  # once checked (`load` with objects)
 
     @property
     def committed(self) -> int:
@@ -157,8 +158,9 @@ def _write_atomically(path: Path, data: bytes) -> None:
 # --- reading it back -----------------------------------------------------------------------------
 
 
-def load(resume_dir: Path) -> SavedRun:
-    """The saved run, its state.json checked field by field."""
+def load(resume_dir: Path, with_objects: bool = False) -> SavedRun:
+    """The saved run, its state.json checked field by field (and, `with_objects`, every saved
+    object checked and read)."""
     path = resume_dir / STATE
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
@@ -168,10 +170,12 @@ def load(resume_dir: Path) -> SavedRun:
         raise ResumeError(f"{path}: cannot be read ({exc})") from None
     try:
         saved = _parse(state)
-    except (KeyError, TypeError, ValueError, ParametersError) as exc:
+    except (KeyError, TypeError, ValueError, SnnError) as exc:
         raise ResumeError(f"{path}: not a saved local run ({exc})") from None
     if saved.record.get("status") == "SUCCEEDED":
         raise ResumeError(f"run {saved.run_id} has finished: nothing to resume")
+    if with_objects:
+        saved.objects = objects(resume_dir, saved)
     return saved
 
 

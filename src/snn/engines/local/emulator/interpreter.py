@@ -9,8 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from moto.stepfunctions.parser.asl.component.common.path import result_path
-from moto.stepfunctions.parser.asl.eval.environment import Environment
 from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+from moto.stepfunctions.parser.asl.eval.environment import Environment
 from moto.stepfunctions.parser.asl.utils import json_path
 from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
