@@ -1,11 +1,11 @@
-"""`snn cost [--params FILE] [--epochs N] [--price-... X]`: what a run would cost on AWS.
+"""`snn bill [--params FILE] [--epochs N] [--price-... X]`: what a run would cost on AWS, in money.
 
 Two short runs of the network on the local engine (the real state machine and handlers, on an
 emulator) are metered: state transitions and Lambda invocations from the execution history;
 S3 and DynamoDB requests, and the time each Lambda invocation takes, through botocore's events
-on boto3's default session, which every client of the run is made from. `snn.cost` turns the
-difference between the runs into a part per epoch and a part per run, scales it to N epochs and
-prices it.
+on boto3's default session, which every client of the run is made from. `snn.billing` turns
+the difference between the runs into a part per epoch and a part per run, scales it to N epochs
+and prices it, and walks one epoch of the state machine's definition for the wall time.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from snn.errors import SnnError
 
 if TYPE_CHECKING:
-    from snn.cost import Latencies, Measurement, Prices, Usage
+    from snn.billing import Latencies, Measurement, Prices, Usage
     from snn.parameters import Parameters
 
 # S3 operations billed as PUT requests (the others, but DELETE, are billed as GET requests).
@@ -58,7 +61,11 @@ PRICE_FLAGS: dict[str, tuple[str, str]] = {
     "s3_get_per_1k": ("--price-s3-get", "$ per 1,000 GET requests"),
     "dynamodb_per_1m_write_units": ("--price-dynamodb-write", "$ per 1M write request units"),
     "dynamodb_per_1m_read_units": ("--price-dynamodb-read", "$ per 1M read request units"),
-    "lambda_memory_mb": ("--lambda-memory-mb", "memory of each function (the template's)"),
+    "lambda_memory_mb": (
+        "--lambda-memory-mb",
+        "memory of a function (the template's Globals; a function with more counts its seconds "
+        "in proportion)",
+    ),
     "express_memory_mb": ("--express-memory-mb", "memory billed for an Express execution"),
 }
 
@@ -71,20 +78,22 @@ LATENCY_FLAGS = {
 }
 
 
-class CostError(SnnError):
+class BillError(SnnError):
     pass
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from snn.cost import Prices
+    from snn.billing import Prices
 
     parser = subparsers.add_parser(
-        "cost",
-        help="estimate what training a network would cost on AWS",
-        description="Estimate the AWS cost of a run: two short runs on the local engine are "
+        "bill",
+        help="estimate what training a network would cost on AWS, in dollars",
+        description="Estimate the AWS bill of a run: two short runs on the local engine are "
         "metered (state transitions, Lambda invocations and their time, S3 and DynamoDB "
         "requests), scaled to the run's epochs and priced with us-east-1 list prices (2025, "
-        "no free tier). The prices are assumptions: override any of them with its flag.",
+        "no free tier). The prices are assumptions: override any of them with its flag. The "
+        "wall time on AWS is projected along one epoch of the state machine's definition, "
+        "where an inline Map runs at most 40 iterations at once.",
     )
     parser.add_argument("--params", default="parameters.json", help="default: ./parameters.json")
     parser.add_argument("--epochs", type=int, help="the run's epochs (default: the file's)")
@@ -104,7 +113,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--template",
         default="template.yaml",
-        help="the SAM template the local engine stands up (default: ./template.yaml)",
+        help="the SAM template the local engine stands up, and whose state machine the wall "
+        "time is projected on (default: ./template.yaml)",
     )
     defaults = Prices()
     prices = parser.add_argument_group("prices (assumptions; default in brackets)")
@@ -112,7 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         prices.add_argument(
             flag, dest=f"price_{name}", metavar="X", help=f"{text} [{getattr(defaults, name)}]"
         )
-    from snn.cost import Latencies
+    from snn.billing import Latencies
 
     assumed = Latencies()
     latencies = parser.add_argument_group(
@@ -131,18 +141,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # --- metering ------------------------------------------------------------------------------------
 
 
+@contextmanager
+def invocations_reach_thread_pools(local: threading.local) -> Iterator[None]:
+    """While it lasts, work that an invocation hands to a thread pool (a function reading many
+    objects side by side) runs as part of it: `local.function`, the invoked function as set in
+    the invoking thread, is carried into the worker thread with each task."""
+    original = ThreadPoolExecutor.submit
+
+    def submit(pool: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        function = getattr(local, "function", None)
+        if function is None:
+            return original(pool, fn, *args, **kwargs)
+
+        def carried(*a: Any, **k: Any) -> Any:
+            local.function = function
+            try:
+                return fn(*a, **k)
+            finally:
+                local.function = None
+
+        return original(pool, carried, *args, **kwargs)
+
+    ThreadPoolExecutor.submit = submit  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ThreadPoolExecutor.submit = original  # type: ignore[method-assign]
+
+
 @dataclass
 class Meter:
     """Counts what the Lambda handlers ask of S3 and DynamoDB, and times each invocation.
 
-    Requests made inside an invocation are the function's; requests outside one are the
-    client's (uploads, polling): of those, only the uploads (S3 PUTs) are counted, since
-    polling is how this machine follows the run, not part of the run. The events are
-    registered on the emulator's boto3 session before any client is made from it, so they
-    reach every client of the run: the engine's, the handlers' and the interpreter's."""
+    Requests made inside an invocation (or by the thread pools it uses, see `worker_threads`)
+    are the function's; requests outside one are the client's (uploads, polling): of those,
+    only the uploads (S3 PUTs) are counted, since polling is how this machine follows the run,
+    not part of the run. The events are registered on the emulator's boto3 session before any
+    client is made from it, so they reach every client of the run: the engine's, the handlers'
+    and the interpreter's."""
 
     requests: Counter[tuple[str, str, bool]] = field(default_factory=Counter)
     seconds: Counter[str] = field(default_factory=Counter)
+    # A function's MemorySize over the template's Globals MemorySize: Lambda bills memory x time.
+    memory_scale: dict[str, float] = field(default_factory=dict)
     record: dict[str, Any] | None = None  # the last run record read (the final one, at the end)
     _local: threading.local = field(default_factory=threading.local)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -157,7 +198,10 @@ class Meter:
 
     def install(self, session: Any) -> None:
         for event, method in self.HOOKS:
-            session.events.register(event, getattr(self, method), unique_id=f"snn-cost-{event}")
+            session.events.register(event, getattr(self, method), unique_id=f"snn-bill-{event}")
+
+    def worker_threads(self) -> AbstractContextManager[None]:
+        return invocations_reach_thread_pools(self._local)
 
     def _invoke_starts(self, params: dict[str, Any], **_: Any) -> None:
         from snn.engines.local import invoked_function
@@ -188,7 +232,7 @@ class Meter:
 
     def usage(self, transitions: int, invocations: int, stats: bool) -> Usage:
         """The run's usage (of the neuron statistics alone, or of the rest)."""
-        from snn.cost import Usage
+        from snn.billing import Usage
 
         def count(service: str, ops: set[str] | None, exclude: set[str] = frozenset()) -> float:
             return float(
@@ -213,7 +257,9 @@ class Meter:
         return requests + Usage(
             state_transitions=float(transitions),
             lambda_invocations=float(invocations),
-            lambda_seconds=float(sum(self.seconds.values())),
+            lambda_seconds=float(
+                sum(s * self.memory_scale.get(f, 1.0) for f, s in self.seconds.items())
+            ),
         )
 
 
@@ -222,12 +268,13 @@ def meter_run(
 ) -> tuple[Usage, Usage, Meter]:
     """Train on the local engine with a meter on its emulator's session: (usage, usage of the
     neuron statistics, the meter)."""
-    from snn.engines import local
+    from snn.engines import RunSpec, local
 
-    meter = Meter()
+    meter = Meter(memory_scale=memory_scale(template))
     local.SESSION_HOOKS.append(meter.install)
     try:
-        result = local.train(p, data_dir, run_id, template_path=template)
+        with meter.worker_threads():
+            result = local.train(RunSpec(p, data_dir, run_id), template)
     finally:
         local.SESSION_HOOKS.remove(meter.install)
     transitions = int(result.extra["state_transitions"])
@@ -239,15 +286,31 @@ def meter_run(
     )
 
 
+def base_memory_mb(template: str | Path) -> int:
+    """The template's Globals MemorySize: the memory of a function that sets none."""
+    from snn.template import LAMBDA_DEFAULT_MEMORY_MB, Template
+
+    glob = Template.load(template).raw.get("Globals", {}).get("Function", {})
+    return int(glob.get("MemorySize", LAMBDA_DEFAULT_MEMORY_MB))
+
+
+def memory_scale(template: str | Path) -> dict[str, float]:
+    """Each function's memory over the Globals memory (Evaluate, with more, counts more)."""
+    from snn.template import Template
+
+    base = base_memory_mb(template)
+    return {fid: f.memory_mb / base for fid, f in Template.load(template).functions().items()}
+
+
 def record_size(record: dict[str, Any] | None) -> float:
     """Bytes of the run record, from the record as DynamoDB returned it."""
-    from snn.cost import item_bytes
+    from snn.billing import item_bytes
 
     return float(item_bytes(record)) if record else 1024.0
 
 
 def measure(p: Parameters, data_dir: Path, template: str | Path, sample_epochs: int) -> Measurement:
-    from snn.cost import from_runs
+    from snn.billing import from_runs
 
     a, b = SHORT_RUN, sample_epochs
     usage_a, stats_a, _ = meter_run(p.with_epochs(a), data_dir, "cost-short", template)
@@ -272,19 +335,23 @@ def _overrides(
         except ValueError:
             value = math.nan
         if not math.isfinite(value) or value < 0:
-            raise CostError(f"{flag} must be a number{unit} >= 0, got {raw!r}")
+            raise BillError(f"{flag} must be a number{unit} >= 0, got {raw!r}")
         overrides[name] = value
     return overrides
 
 
-def _prices(args: argparse.Namespace) -> Prices:
-    from snn.cost import Prices
+def _prices(args: argparse.Namespace, template: str | Path | None = None) -> Prices:
+    """The prices: the flags given, over the defaults; the memory of a function is the
+    template's, unless --lambda-memory-mb says otherwise."""
+    from snn.billing import Prices
 
-    return Prices().with_overrides(**_overrides(args, PRICE_FLAGS, "price_"))
+    given = _overrides(args, PRICE_FLAGS, "price_")
+    defaults = {"lambda_memory_mb": float(base_memory_mb(template))} if template else {}
+    return Prices().with_overrides(**{**defaults, **given})
 
 
 def _latencies(args: argparse.Namespace) -> Latencies:
-    from snn.cost import Latencies
+    from snn.billing import Latencies
 
     given = _overrides(args, LATENCY_FLAGS, "latency_", " of milliseconds")
     return Latencies().with_overrides(**{k: v / 1000 for k, v in given.items()})
@@ -312,23 +379,35 @@ def run(args: argparse.Namespace) -> int:
     from rich import box
     from rich.table import Table
 
+    from snn.billing import (
+        INLINE_MAP_CONCURRENCY,
+        LATENCY_SOURCES,
+        epoch_path,
+        estimate,
+        project_wall_time,
+    )
     from snn.cli import err, out
-    from snn.cost import LATENCY_SOURCES, critical_path, estimate, project_wall_time
+    from snn.epoch import plan
     from snn.parameters import Parameters
     from snn.stages import sampled_epochs
+    from snn.template import Template
 
     prices = _prices(args)
     latencies = _latencies(args)
     p = Parameters.load(args.params)
     epochs = p.epochs if args.epochs is None else args.epochs
     if epochs < 1:
-        raise CostError(f"--epochs must be at least 1, got {epochs}")
+        raise BillError(f"--epochs must be at least 1, got {epochs}")
     if not SHORT_RUN < args.sample_epochs <= 100:
-        raise CostError(
+        raise BillError(
             f"--sample-epochs must be from {SHORT_RUN + 1} to 100, got {args.sample_epochs}"
         )
     if not Path(args.template).is_file():
-        raise CostError(f"{args.template}: no such template (run from the project folder)")
+        raise BillError(f"{args.template}: no such template (run from the project folder)")
+    prices = _prices(args, args.template)
+    path = epoch_path(
+        Template.load(args.template).definition_document(), plan(p.with_epochs(epochs), "bill", 0)
+    )
 
     with tempfile.TemporaryDirectory(prefix="snn-cost-") as tmp:
         data_dir, what, n_x = _data(args.data, Path(tmp))
@@ -338,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
         )
         m = measure(p, data_dir, args.template, args.sample_epochs)
     samples = len(sampled_epochs(p.with_epochs(epochs)))
-    wall = project_wall_time(m, p.layers, epochs, latencies)
+    wall = project_wall_time(m, path, epochs, latencies)
     e = estimate(m, epochs, samples, prices, epoch_wall_seconds=wall.epoch_seconds)
 
     dims = "-".join(str(n) for n in p.layer_dims(n_x))
@@ -391,8 +470,9 @@ def run(args: argparse.Namespace) -> int:
         "commit is conditional).",
         "Lambda time is the handlers' time measured on this machine, against an in-memory S3 "
         "and DynamoDB; on AWS each request adds network latency, so Lambda compute may be "
-        "several times higher. An Express execution is billed for as long as it runs: the "
-        "projected wall time (below).",
+        "several times higher. Each function is billed at its own memory (the template's "
+        "MemorySize). An Express execution is billed for as long as it runs: the projected "
+        "wall time (below).",
         "DynamoDB writes are billed by the size of the item written: the run record and each "
         "epoch's cost item are under 1 KB, one write unit each. "
         "Storage, data transfer, CloudWatch and free tiers are left out.",
@@ -407,7 +487,7 @@ def run(args: argparse.Namespace) -> int:
         )
     )
 
-    states, invocations = critical_path(p.layers)
+    states, invocations = path.critical.states, path.critical.invocations
     out.print(
         f"\nprojected wall time on AWS (Standard): [bold]{_duration(wall.run_seconds)}[/bold] for "
         f"{epochs:,} epochs, {wall.epoch_seconds:.2f} s per epoch along its critical path of "
@@ -415,6 +495,14 @@ def run(args: argparse.Namespace) -> int:
         f"{wall.transitions_seconds:.2f} s, invokes {wall.invokes_seconds:.2f} s, handlers "
         f"{wall.handler_seconds:.2f} s (as measured here), S3 {wall.s3_seconds:.2f} s, DynamoDB "
         f"{wall.dynamodb_seconds:.2f} s"
+    )
+    out.print(
+        f"- The path is one epoch of the state machine's definition, walked with this network's "
+        f"plan. Layers run one after the other; an inline Map runs at most "
+        f"{INLINE_MAP_CONCURRENCY} iterations at once, so a Map over S shards takes "
+        f"ceil(S / {INLINE_MAP_CONCURRENCY}) waves, one after the other (here at most "
+        f"{path.waves}). Step Functions Standard bills every transition: {path.total.states:,} "
+        "per epoch."
     )
     out.print(
         _assumptions(

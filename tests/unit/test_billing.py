@@ -1,5 +1,5 @@
-"""`snn cost` and snn.cost: the pricing arithmetic on known counts, and the metering of short
-runs on the local engine."""
+"""`snn bill` and snn.billing: the pricing arithmetic on known counts, the epoch walked through the
+state machine's definition, and the metering of short runs on the local engine."""
 
 from __future__ import annotations
 
@@ -7,24 +7,52 @@ from pathlib import Path
 
 import pytest
 
-from snn import cost
-from snn.cli import main
-from snn.commands.cost import LATENCY_FLAGS, PRICE_FLAGS, measure, record_size
-from snn.cost import (
+from snn import billing
+from snn.billing import (
+    INLINE_MAP_CONCURRENCY,
     LATENCY_SOURCES,
+    BillingError,
+    Counts,
+    EpochPath,
     Latencies,
     Measurement,
     Prices,
     Usage,
-    critical_path,
+    epoch_path,
     estimate,
     from_runs,
     item_bytes,
     project_wall_time,
 )
+from snn.cli import main
+from snn.commands import COMMANDS
+from snn.commands.bill import LATENCY_FLAGS, PRICE_FLAGS, measure, record_size
+from snn.epoch import plan
 from snn.parameters import Parameters
+from snn.template import Template
 
 ROOT = Path(__file__).parents[2]
+DEFINITION = Template.load(ROOT / "template.yaml").definition_document()
+
+
+def network(neurons: tuple[int, ...], per_task: int = 1, epochs: int = 10) -> Parameters:
+    layers = len(neurons)
+    activations = {f"layer{i}": "relu" for i in range(1, layers)}
+    activations[f"layer{layers}"] = "sigmoid"
+    return Parameters.from_dict(
+        {
+            "epochs": epochs,
+            "layers": layers,
+            "activations": activations,
+            "neurons": {f"layer{i}": n for i, n in enumerate(neurons, 1)},
+            "learning_rate": 0.05,
+            "neurons_per_task": per_task,
+        }
+    )
+
+
+def path_of(p: Parameters) -> EpochPath:
+    return epoch_path(DEFINITION, plan(p, "bill", 0))
 
 
 def test_from_runs_splits_per_run_per_epoch_and_per_sample() -> None:
@@ -98,15 +126,78 @@ def test_the_estimate_by_hand() -> None:
     assert e.total_express < e.total_standard
 
 
+def test_the_epoch_is_walked_through_the_definition() -> None:
+    # The reference network with a whole layer per task: the Choice, ForwardLayers (a Map, and
+    # per layer a shard Map, ForwardLinear and Activation), Loss, BackwardLayers (a Map, and per
+    # layer a shard Map and Backward), UpdateShards (a Map and one Update) and Commit.
+    reference = path_of(network((20, 1), per_task=20))
+    assert reference.critical == Counts(states=17, invocations=9)
+    assert reference.total == Counts(states=18, invocations=10)  # two Update iterations
+    assert reference.waves == 1
+    # 3 layers of 3, 2 and 1 shards: every shard of a layer side by side, layers in order
+    three = path_of(network((5, 3, 1), per_task=2))
+    assert three.critical == Counts(states=22, invocations=12)
+    assert three.total == Counts(states=36, invocations=26)
+
+
+def test_a_map_runs_at_most_40_iterations_at_once() -> None:
+    assert INLINE_MAP_CONCURRENCY == 40
+    # 100 shards in layer 1: ceil(100 / 40) = 3 waves forward, backward, and 101 updates: 3 waves
+    wide = path_of(network((100, 1)))
+    assert wide.waves == 3
+    forward = 1 + (1 + 2 * 3) + (1 + 2 * 1)
+    backward = 1 + (1 + 3) + (1 + 1)
+    update = 1 + 3
+    assert wide.critical == Counts(states=1 + forward + 1 + backward + update + 1, invocations=17)
+    assert wide.total.invocations == 2 * 101 + 1 + 101 + 101 + 1
+    # 40 shards still fit one wave; 41 need two
+    assert path_of(network((40, 1))).waves == 2  # 41 Update iterations
+    assert path_of(network((39, 1))).waves == 1
+
+
+def test_max_concurrency_one_runs_items_one_after_the_other() -> None:
+    task = {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke", "End": True}
+    definition = {
+        "StartAt": "Loop?",
+        "States": {
+            "Loop?": {"Type": "Choice", "Choices": [], "Default": "InOrder"},
+            "InOrder": {
+                "Type": "Map",
+                "ItemsPath": "$.a",
+                "MaxConcurrency": 1,
+                "ItemProcessor": {"StartAt": "T", "States": {"T": task}},
+                "Next": "Five",
+            },
+            "Five": {
+                "Type": "Map",
+                "ItemsPath": "$.b",
+                "MaxConcurrency": 5,
+                "ItemSelector": {"x.$": "$$.Map.Item.Value"},
+                "ItemProcessor": {"StartAt": "T", "States": {"T": task}},
+                "Next": "Loop?",
+            },
+        },
+    }
+    walked = epoch_path(definition, {"a": [1, 2, 3], "b": list(range(12))})
+    # Choice; InOrder: the Map and 3 tasks in turn; Five: the Map and ceil(12 / 5) = 3 waves
+    assert walked.critical == Counts(states=1 + (1 + 3) + (1 + 3), invocations=6)
+    assert walked.total == Counts(states=1 + 4 + 13, invocations=15)
+    assert walked.waves == 3
+    with pytest.raises(BillingError, match="not in the state's input"):
+        epoch_path(definition, {"a": [1]})
+    with pytest.raises(BillingError, match="one loop over the epochs"):
+        epoch_path({"States": {"T": {**task}}}, {})
+
+
 def test_the_wall_time_by_hand() -> None:
-    assert critical_path(2) == (17, 9)  # the reference network, a whole layer per task
     m = measurement(
         lambda_invocations=18, lambda_seconds=0.9, s3_put=30, s3_get=60, dynamodb_writes=4
     )
     latencies = Latencies().with_overrides(
         s3_request=0.02, dynamodb_request=0.01, state_transition=0.1, lambda_invoke=0.05
     )
-    w = project_wall_time(m, layers=2, epochs=100, latencies=latencies)
+    path = path_of(network((20, 1), per_task=20))
+    w = project_wall_time(m, path, epochs=100, latencies=latencies)
     # 17 states, 9 of the epoch's 18 invocations: half of its handler time and requests
     assert w.transitions_seconds == pytest.approx(1.7)
     assert w.invokes_seconds == pytest.approx(0.45)
@@ -191,8 +282,9 @@ def test_metering_counts_what_the_handlers_do(synthetic_dir: Path, aws_env: None
     assert m.per_run.lambda_invocations == 2
     assert m.per_epoch.state_transitions > m.per_epoch.lambda_invocations
     # each shard writes Z and A, dW and db, the next W and b; the layers after the first
-    # write dA_prev (3 shards); the loss writes dA of the output; Commit lists an old epoch
-    assert m.per_epoch.s3_put == 6 * 6 + 3 + 1 + 1
+    # write dA_prev (3 shards); the loss writes dA of the output; Commit lists the next epoch's
+    # weights (they must all exist) and an old epoch (to delete it)
+    assert m.per_epoch.s3_put == 6 * 6 + 3 + 1 + 2
     assert m.per_epoch.s3_get > m.per_epoch.s3_put
     assert m.per_epoch.dynamodb_writes == 2  # the epoch's cost, the commit
     assert m.per_sample.s3_put == 6  # one statistics object per shard
@@ -202,21 +294,27 @@ def test_metering_counts_what_the_handlers_do(synthetic_dir: Path, aws_env: None
     assert m.per_epoch.lambda_seconds + m.per_run.lambda_seconds > 0
     assert m.per_run.s3_put >= 3  # the two h5 files and parameters.json, at least
     assert 100 < m.record_bytes < 1024  # one write unit, however long the run
-    # the critical path, and what the shards beyond each layer's first add beside it: two
-    # tasks forward and one backward, and one Update iteration for every shard but one
-    states, invocations = critical_path(3)
-    assert m.per_epoch.state_transitions == states + 3 * (6 - 3) + (6 - 1)
-    assert m.per_epoch.lambda_invocations == invocations + 3 * (6 - 3) + (6 - 1)
+    # the epoch walked through the definition enters every state the run entered and makes
+    # every invocation it made: the critical path, and what the shards beyond each layer's first
+    # add beside it (two tasks forward and one backward, one Update iteration each)
+    path = path_of(three_layers())
+    assert (m.per_epoch.state_transitions, m.per_epoch.lambda_invocations) == (
+        path.total.states,
+        path.total.invocations,
+    )
+    assert path.critical == Counts(22, 12)
+    assert path.total.states == path.critical.states + 3 * (6 - 3) + (6 - 1)
+    assert path.total.invocations == path.critical.invocations + 3 * (6 - 3) + (6 - 1)
 
 
-def test_cost_command_prints_the_estimate(
+def test_bill_command_prints_the_estimate(
     synthetic_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], aws_env: None
 ) -> None:
     params = tmp_path / "p.json"
     params.write_text(three_layers().to_json())
     code = main(
         [
-            "cost",
+            "bill",
             "--params",
             str(params),
             "--epochs",
@@ -241,6 +339,7 @@ def test_cost_command_prints_the_estimate(
     assert "at most 5 minutes" in out and "idempotent" in out
     assert "--price-sfn-standard" in out and "0.05" in out  # the prices used, printed
     assert "projected wall time on AWS" in out and "22 states and 12 invocations" in out
+    assert "at most 40 iterations at once" in out and "ceil(S / 40) waves" in out
     assert "--latency-s3-ms" in out and "single-digit milliseconds" in out
 
 
@@ -266,11 +365,18 @@ def test_bad_flags_are_one_line_errors(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "parameters.json").write_text(three_layers().to_json())
-    assert main(["cost", *argv]) == 2
+    assert main(["bill", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_the_module_names_its_assumptions() -> None:
-    assert "us-east-1" in (cost.__doc__ or "")
-    assert cost.EXPRESS_MAX_SECONDS == 300
+    assert "us-east-1" in (billing.__doc__ or "")
+    assert billing.EXPRESS_MAX_SECONDS == 300
+
+
+def test_the_money_has_a_name_of_its_own() -> None:
+    # "cost" is the loss of an epoch; the AWS bill is `snn bill` and snn.billing
+    assert "bill" in COMMANDS and "cost" not in COMMANDS
+    src = ROOT / "src" / "snn"
+    assert not (src / "cost.py").exists() and not (src / "commands" / "cost.py").exists()
