@@ -4,8 +4,8 @@ the loss: the loss of an epoch is its "cost" everywhere else in SNN).
 Pure arithmetic over counts: `snn bill` measures two short runs (see `snn.commands.bill`),
 `from_runs` splits what they used into a part per run, a part per epoch and a part per epoch
 whose neuron statistics are recorded, and `estimate` scales that to N epochs and prices it.
-`epoch_path` walks one epoch of the state machine's definition with the plan Init returns, for
-the wall-time projection (`project_wall_time`).
+`snn.asl.epoch_path` walks one epoch of the state machine's definition with the plan Init
+returns, for the wall-time projection (`project_wall_time`).
 
 The prices are us-east-1 list prices as of 2025, without free tiers: assumptions, each of which
 can be overridden (`Prices`, and the command's flags).
@@ -17,14 +17,11 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from snn.asl import EpochPath
 from snn.errors import SnnError
 
 # Express executions may run for at most five minutes.
 EXPRESS_MAX_SECONDS = 300.0
-# An inline Map state runs at most 40 iterations at once ("Using Map state in Inline mode in Step
-# Functions workflows", https://docs.aws.amazon.com/step-functions/latest/dg/state-map-inline.html):
-# a Map over S items runs them in ceil(S / 40) waves, one after the other.
-INLINE_MAP_CONCURRENCY = 40
 WRITE_UNIT_BYTES = 1024  # one write request unit writes up to 1 KB of item
 READ_UNIT_BYTES = 4096  # one (strongly consistent) read request unit reads up to 4 KB
 
@@ -194,193 +191,6 @@ class Line:
     unit: str
     quantity: float
     dollars: float
-
-
-@dataclass(frozen=True)
-class Counts:
-    """States entered and Lambda invocations made."""
-
-    states: int = 0
-    invocations: int = 0
-
-    def __add__(self, other: Counts) -> Counts:
-        return Counts(self.states + other.states, self.invocations + other.invocations)
-
-    def scaled(self, k: int) -> Counts:
-        return Counts(k * self.states, k * self.invocations)
-
-
-@dataclass(frozen=True)
-class EpochPath:
-    """One epoch of the state machine, from its loop's Choice back to it, walked with a plan:
-    `critical` is what runs one after the other (the wall time), `total` every state entered and
-    every invocation (what Standard bills, and what an execution's history counts), `waves` the
-    most waves of any Map that runs its items side by side."""
-
-    critical: Counts
-    total: Counts
-    waves: int
-
-
-@dataclass(frozen=True)
-class _Walk:
-    critical: Counts
-    total: Counts
-    waves: int = 1
-
-    def then(self, other: _Walk) -> _Walk:
-        return _Walk(
-            self.critical + other.critical, self.total + other.total, max(self.waves, other.waves)
-        )
-
-
-def epoch_path(definition: dict[str, Any], plan: dict[str, Any]) -> EpochPath:
-    """Walk one epoch of `definition` (statemachine/training.asl.json, as parsed) with `plan`
-    (what Init returns, the input of the loop's Choice): the Choice, then each state up to the
-    Choice again. A Map with MaxConcurrency 1 runs its items one after the other; any other Map
-    runs them side by side, at most min(MaxConcurrency, 40) at once: in waves, each as long as
-    its longest item."""
-    states = definition.get("States")
-    if not isinstance(states, dict):
-        raise BillingError("the state machine definition has no States")
-    choice, first = _epoch_loop(states)
-    walk = _Walk(Counts(1, 0), Counts(1, 0)).then(_chain(states, first, plan, stop=choice))
-    return EpochPath(walk.critical, walk.total, walk.waves)
-
-
-def _epoch_loop(states: dict[str, Any]) -> tuple[str, str]:
-    """(the Choice that loops over the epochs, the first state of its training branch): the one
-    branch of a Choice whose chain of Next leads back to that Choice."""
-    loops = []
-    for name, state in states.items():
-        if state.get("Type") != "Choice":
-            continue
-        branches = [c.get("Next") for c in state.get("Choices", [])] + [state.get("Default")]
-        for first in branches:
-            step, seen = first, set()
-            while isinstance(step, str) and step in states and step not in seen:
-                if step == name:
-                    loops.append((name, first))
-                    break
-                seen.add(step)
-                following = states[step]
-                if following.get("Type") == "Choice" or following.get("End"):
-                    break
-                step = following.get("Next")
-    if len(loops) != 1:
-        raise BillingError(
-            f"expected one loop over the epochs (a Choice that a chain of states leads back to), "
-            f"found {len(loops)}"
-        )
-    return loops[0]
-
-
-def _chain(states: dict[str, Any], start: str, data: Any, stop: str | None = None) -> _Walk:
-    """The states from `start`, following Next, until `stop` or the end."""
-    walk = _Walk(Counts(), Counts())
-    name: str | None = start
-    seen = set()
-    while name is not None and name != stop:
-        if name in seen or name not in states:
-            raise BillingError(f"cannot walk the state machine at state {name!r}")
-        seen.add(name)
-        state = states[name]
-        walk = walk.then(_state(name, state, data))
-        name = None if state.get("End") else state.get("Next")
-    if stop is not None and name != stop:
-        raise BillingError(f"the epoch's states do not lead back to {stop!r}")
-    return walk
-
-
-def _state(name: str, state: dict[str, Any], data: Any) -> _Walk:
-    kind = state.get("Type")
-    if kind == "Task":
-        one = Counts(1, 1 if _invokes_lambda(state) else 0)
-        return _Walk(one, one)
-    if kind in ("Pass", "Wait", "Succeed", "Fail"):
-        return _Walk(Counts(1, 0), Counts(1, 0))
-    if kind == "Parallel":
-        branches = [_chain(b["States"], b["StartAt"], data) for b in state.get("Branches", [])]
-        longest = max((b.critical for b in branches), key=_length, default=Counts())
-        total = sum((b.total for b in branches), Counts())
-        waves = max((b.waves for b in branches), default=1)
-        return _Walk(Counts(1, 0) + longest, Counts(1, 0) + total, waves)
-    if kind == "Map":
-        return _map(name, state, data)
-    raise BillingError(f"state {name!r}: a {kind} state inside an epoch cannot be walked")
-
-
-def _map(name: str, state: dict[str, Any], data: Any) -> _Walk:
-    processor = state.get("ItemProcessor") or state.get("Iterator")
-    if not isinstance(processor, dict):
-        raise BillingError(f"Map {name!r} has no ItemProcessor")
-    if processor.get("ProcessorConfig", {}).get("Mode", "INLINE") != "INLINE":
-        raise BillingError(f"Map {name!r}: only inline Map states can be walked")
-    items = _lookup(state.get("ItemsPath", "$"), data, None)
-    if not isinstance(items, list):
-        raise BillingError(f"Map {name!r}: {state.get('ItemsPath', '$')} is not a list")
-    selector = state.get("ItemSelector", state.get("Parameters"))
-    runs = [
-        _chain(processor["States"], processor["StartAt"], _item_input(selector, data, item, i))
-        for i, item in enumerate(items)
-    ]
-    limit = int(state.get("MaxConcurrency", 0) or 0)
-    width = 1 if limit == 1 else min(limit or INLINE_MAP_CONCURRENCY, INLINE_MAP_CONCURRENCY)
-    critical = Counts(1, 0)
-    for lo in range(0, len(runs), width):
-        critical += max((r.critical for r in runs[lo : lo + width]), key=_length)
-    total = sum((r.total for r in runs), Counts(1, 0))
-    waves = max([math.ceil(len(runs) / width) if width > 1 else 1, *(r.waves for r in runs)])
-    return _Walk(critical, total, waves)
-
-
-def _length(c: Counts) -> tuple[int, int]:
-    return (c.invocations, c.states)
-
-
-def _invokes_lambda(state: dict[str, Any]) -> bool:
-    resource = str(state.get("Resource", ""))
-    return "lambda:invoke" in resource or ":function:" in resource or resource.endswith("Arn}")
-
-
-def _item_input(selector: Any, data: Any, item: Any, index: int) -> Any:
-    """An iteration's input: the ItemSelector (or Parameters) applied, or the item itself."""
-    if selector is None:
-        return item
-    if isinstance(selector, dict):
-        out = {}
-        for key, value in selector.items():
-            if key.endswith(".$") and isinstance(value, str):
-                out[key[:-2]] = _lookup(value, data, (item, index), strict=False)
-            else:
-                out[key] = _item_input(value, data, item, index)
-        return out
-    return selector
-
-
-def _lookup(path: str, data: Any, item: tuple[Any, int] | None, strict: bool = True) -> Any:
-    """A JSONPath of the simple forms the definition uses: $, $.a.b, $$.Map.Item.Value[.a.b]
-    and $$.Map.Item.Index. Other context paths (the execution's name, ...) do not shape an
-    epoch: None."""
-    if path.startswith("$$."):
-        parts = path[3:].split(".")
-        if item is None or parts[:2] != ["Map", "Item"] or len(parts) < 3:
-            return None
-        if parts[2] == "Index":
-            return item[1]
-        node, rest = item[0], parts[3:]
-    elif path == "$" or path.startswith("$."):
-        node, rest = data, [p for p in path[2:].split(".") if p]
-    else:
-        raise BillingError(f"cannot follow the path {path!r}")
-    for part in rest:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif strict:
-            raise BillingError(f"{path} is not in the state's input")
-        else:
-            return None
-    return node
 
 
 @dataclass(frozen=True)

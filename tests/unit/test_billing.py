@@ -8,17 +8,13 @@ from pathlib import Path
 import pytest
 
 from snn import billing
+from snn.asl import INLINE_MAP_CONCURRENCY, Counts, DefinitionError, EpochPath, epoch_path
 from snn.billing import (
-    INLINE_MAP_CONCURRENCY,
     LATENCY_SOURCES,
-    BillingError,
-    Counts,
-    EpochPath,
     Latencies,
     Measurement,
     Prices,
     Usage,
-    epoch_path,
     estimate,
     from_runs,
     item_bytes,
@@ -183,9 +179,9 @@ def test_max_concurrency_one_runs_items_one_after_the_other() -> None:
     assert walked.critical == Counts(states=1 + (1 + 3) + (1 + 3), invocations=6)
     assert walked.total == Counts(states=1 + 4 + 13, invocations=15)
     assert walked.waves == 3
-    with pytest.raises(BillingError, match="not in the state's input"):
+    with pytest.raises(DefinitionError, match="not in the state's input"):
         epoch_path(definition, {"a": [1]})
-    with pytest.raises(BillingError, match="one loop over the epochs"):
+    with pytest.raises(DefinitionError, match="one loop over the epochs"):
         epoch_path({"States": {"T": {**task}}}, {})
 
 

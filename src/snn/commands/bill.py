@@ -379,13 +379,8 @@ def run(args: argparse.Namespace) -> int:
     from rich import box
     from rich.table import Table
 
-    from snn.billing import (
-        INLINE_MAP_CONCURRENCY,
-        LATENCY_SOURCES,
-        epoch_path,
-        estimate,
-        project_wall_time,
-    )
+    from snn.asl import INLINE_MAP_CONCURRENCY, epoch_path
+    from snn.billing import LATENCY_SOURCES, estimate, project_wall_time
     from snn.cli import err, out
     from snn.epoch import plan
     from snn.parameters import Parameters
