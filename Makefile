@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 SNN_DATA_DIR ?=
 export SNN_DATA_DIR
 
-.PHONY: train test install install-dev lint bench clean
+.PHONY: train test install install-dev lint bench clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: install-dev
 lint: install-dev
 	$(BIN)/ruff check src tests bench
 	VENV_BIN=$(BIN) bash .ci/lint
+
+# The pictures of docs/serve.md, taken by the browser tests of snn serve (Debian's chromium).
+screenshots: install-dev
+	SNN_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/browser -m browser $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python bench/engines.py $(ARGS)

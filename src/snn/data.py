@@ -70,13 +70,27 @@ def _labels(y: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(y.reshape(1, -1), dtype=np.float64)
 
 
-def _dataset(h5: h5py.File, path: Path, key: str) -> np.ndarray:
-    if key not in h5:
+def _dataset(h5: h5py.File, path: Path, key: str) -> h5py.Dataset:
+    """The data set at key, checked and not yet read: its data must be in this file. A link to
+    elsewhere (soft or external), external storage (`external=`, raw data in other files) or a
+    virtual data set (views of other data sets, in other files too) would make the reader open
+    whatever file it names: in the Init function, a local file copied into the bucket."""
+    link = h5.get(key, getlink=True)
+    if link is None:
         raise DataError(f"{path.name} has no key '{key}' (in {path})")
+    if not isinstance(link, h5py.HardLink):
+        kind = "an external link" if isinstance(link, h5py.ExternalLink) else "a soft link"
+        raise DataError(f"'{key}' in {path} is {kind}; the data must be in the file itself")
     item = h5[key]
     if not isinstance(item, h5py.Dataset):
         raise DataError(f"'{key}' in {path.name} is not a data set")
-    return item[()]
+    if item.is_virtual:
+        raise DataError(f"'{key}' in {path} is a virtual data set; the data must be in the file")
+    if item.id.get_create_plist().get_external_count():
+        raise DataError(
+            f"'{key}' in {path} keeps its data in external files; the data must be in the file"
+        )
+    return item
 
 
 def _check_file(path: Path) -> None:
@@ -96,8 +110,8 @@ def images_from_h5(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     x_key, y_key = f"{split}_set_x", f"{split}_set_y"
     try:
         with h5py.File(path, "r") as h5:
-            x = _dataset(h5, path, x_key)
-            y = _dataset(h5, path, y_key)
+            x_set, y_set = _dataset(h5, path, x_key), _dataset(h5, path, y_key)
+            x, y = x_set[()], y_set[()]  # both checked before either is read
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
 
@@ -126,7 +140,7 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 def _classes(path: Path) -> tuple[str, ...]:
     try:
         with h5py.File(path, "r") as h5:
-            raw = _dataset(h5, path, "list_classes")
+            raw = _dataset(h5, path, "list_classes")[()]
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
     names = tuple(c.decode() if isinstance(c, bytes) else str(c) for c in np.ravel(raw))

@@ -13,21 +13,21 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import struct
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.lib.npyio import NpzFile
 from PIL import Image, ImageOps
 
 from snn import network as nn
 from snn.data import preprocess
 from snn.errors import ParametersError, SnnError
-from snn.parameters import Parameters
+from snn.npz import Member, NpzError, read_npz
+from snn.parameters import MAX_LAYERS, Parameters
 
 Weights = list[tuple[np.ndarray, np.ndarray]]
 
@@ -36,6 +36,10 @@ Weights = list[tuple[np.ndarray, np.ndarray]]
 # writes and about 150 MB once decoded as RGB, well within a 1 GB Lambda function.
 MAX_PIXELS = 50_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow warns above this and raises above twice this
+# Files larger than this are refused unread: a 50-megapixel photo is 10 to 25 MB as a JPEG,
+# HEIF or WebP, so this leaves room for PNG and TIFF while bounding what one picture costs in
+# memory (`snn serve` holds an upload whole).
+MAX_PICTURE_BYTES = 64 * 2**20
 
 # Downscaling a photo to 64 x 64 throws away most of its pixels. LANCZOS weighs a wide
 # neighbourhood of source pixels for each output pixel, so it averages detail away instead of
@@ -66,7 +70,7 @@ class ImageError(SnnError):
     exit_code = 1
 
 
-# --- the model ---------------------------------------------------------------------------------
+# --- the model -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -93,31 +97,23 @@ def image_size(n_x: int) -> int:
     return side
 
 
-def read_weights(source: str | Path | bytes, name: str = "model") -> Weights:
-    """[(W1, b1), ..., (WL, bL)] from an .npz (a path or its bytes), checked for shape: each W
-    takes the previous layer's outputs, each b is a column, the last layer is one neuron."""
-    data = io.BytesIO(source) if isinstance(source, bytes) else source
-    try:
-        loaded = np.load(data, allow_pickle=False)
-        if not isinstance(loaded, NpzFile):
-            raise ModelError(f"{name}: a single array, not an .npz of W1, b1, ..., WL, bL")
-        with loaded as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise ModelError(f"{name}: no such file") from None
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        raise ModelError(f"{name}: not a readable .npz model ({exc})") from None
-    layers = len([k for k in arrays if k.startswith("W")])
+_MODEL_MEMBER = re.compile(r"([Wb])([1-9][0-9]{0,2})")  # W1, b1, ..., W32, b32
+
+
+def _check_model_members(members: dict[str, Member], name: str) -> None:
+    layers = len([k for k in members if k.startswith("W")])
     expected = {f"{p}{layer}" for layer in range(1, layers + 1) for p in "Wb"}
-    if layers == 0 or set(arrays) != expected:
-        raise ModelError(
-            f"{name}: expected arrays W1, b1, ..., WL, bL; found {', '.join(sorted(arrays))}"
-        )
-    weights = [(arrays[f"W{layer}"], arrays[f"b{layer}"]) for layer in range(1, layers + 1)]
+    if layers == 0 or set(members) != expected:
+        found = ", ".join(sorted(members)) or "nothing"
+        raise ModelError(f"{name}: expected arrays W1, b1, ..., WL, bL; found {found}")
     n_prev = None
-    for layer, (W, b) in enumerate(weights, 1):
-        if W.ndim != 2 or W.dtype.kind != "f" or b.dtype.kind != "f":
-            raise ModelError(f"{name}: W{layer} must be a 2-d float array, got {W.dtype} {W.shape}")
+    for layer in range(1, layers + 1):
+        W, b = members[f"W{layer}"], members[f"b{layer}"]
+        for key, m in ((f"W{layer}", W), (f"b{layer}", b)):
+            if m.dtype != np.float64:
+                raise ModelError(f"{name}: {key} is {m.dtype}; only float64 weights are accepted")
+        if len(W.shape) != 2:
+            raise ModelError(f"{name}: W{layer} must be a 2-d array, got shape {W.shape}")
         if n_prev is not None and W.shape[1] != n_prev:
             raise ModelError(
                 f"{name}: W{layer} takes {W.shape[1]} inputs but layer {layer - 1} has "
@@ -128,7 +124,34 @@ def read_weights(source: str | Path | bytes, name: str = "model") -> Weights:
         n_prev = W.shape[0]
     if n_prev != 1:
         raise ModelError(f"{name}: the last layer has {n_prev} neurons, expected 1 (cat or not)")
-    return weights
+
+
+def read_weights(source: str | Path | bytes, name: str = "model") -> Weights:
+    """[(W1, b1), ..., (WL, bL)] from an .npz (a path or its bytes): the one model reader.
+
+    Names, dtypes (float64 only), shapes (each W takes the previous layer's outputs, each b is a
+    column, the last layer is one neuron) and sizes are checked before any array is read, and
+    every weight must be finite."""
+
+    def valid(key: str) -> bool:
+        match = _MODEL_MEMBER.fullmatch(key)
+        return match is not None and int(match[2]) <= MAX_LAYERS
+
+    try:
+        arrays = read_npz(
+            source, name, valid, lambda members: _check_model_members(members, name), what="model"
+        )
+    except NpzError as exc:
+        raise ModelError(str(exc)) from None
+    layers = len(arrays) // 2
+    for layer in range(1, layers + 1):
+        for key in (f"W{layer}", f"b{layer}"):
+            if not np.isfinite(arrays[key]).all():
+                raise ModelError(
+                    f"{name}: {key} holds NaN or infinite values: not a usable model "
+                    "(did its run diverge? a lower learning rate may help)"
+                )
+    return [(arrays[f"W{layer}"], arrays[f"b{layer}"]) for layer in range(1, layers + 1)]
 
 
 def default_activations(layers: int) -> tuple[str, ...]:
@@ -193,7 +216,7 @@ def load_model(where: str | Path | None, runs_dir: str | Path = "runs") -> Model
     return Model(weights, activations, path, folder)
 
 
-# --- pictures ----------------------------------------------------------------------------------
+# --- pictures ------------------------------------------------------------------------------------
 
 
 def _rgb(im: Image.Image) -> Image.Image:
@@ -215,6 +238,11 @@ def load_image(source: str | Path | bytes, size: int = 64, name: str | None = No
     label = name or ("<bytes>" if isinstance(source, bytes) else str(source))
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
+        nbytes = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
+        if nbytes > MAX_PICTURE_BYTES:
+            raise ImageError(
+                f"{label}: {nbytes:,} bytes is over the limit of {MAX_PICTURE_BYTES:,} bytes"
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(stream) as im:
@@ -241,10 +269,10 @@ def load_image(source: str | Path | bytes, size: int = 64, name: str | None = No
     return preprocess(pixels)[:, 0]
 
 
-# --- classifying -------------------------------------------------------------------------------
+# --- classifying ---------------------------------------------------------------------------------
 
 
-def predict_images(weights: Weights, activations: tuple[str, ...], X: np.ndarray) -> np.ndarray:
+def cat_probabilities(weights: Weights, activations: tuple[str, ...], X: np.ndarray) -> np.ndarray:
     """P(cat) for each column of X (n_x, m): the network's forward pass, shape (m,)."""
     return nn.forward(weights, activations, X)[0]
 
@@ -258,5 +286,5 @@ def classify(model: Model, pictures: list[np.ndarray]) -> list[dict[str, Any]]:
     """[{"label", "probability"}] for pictures already loaded with `load_image`."""
     if not pictures:
         return []
-    probabilities = predict_images(model.weights, model.activations, np.column_stack(pictures))
+    probabilities = cat_probabilities(model.weights, model.activations, np.column_stack(pictures))
     return [{"label": label_of(float(p)), "probability": float(p)} for p in probabilities]

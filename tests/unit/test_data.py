@@ -320,6 +320,100 @@ def test_bad_test_file_is_named(tmp_path: Path) -> None:
     assert "test_set_y" in str(info.value) and TEST_FILE in str(info.value)
 
 
+# --- h5 files that point elsewhere ----------------------------------------------------------
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the h5 data sets whose data is read while the test runs."""
+    names: list[str] = []
+    getitem, read_direct = h5py.Dataset.__getitem__, h5py.Dataset.read_direct
+
+    def recording_getitem(self: h5py.Dataset, args: object, *rest: object) -> object:
+        names.append(self.name)
+        return getitem(self, args, *rest)
+
+    def recording_read_direct(self: h5py.Dataset, *args: object, **kwargs: object) -> None:
+        names.append(self.name)
+        read_direct(self, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", recording_getitem)
+    monkeypatch.setattr(h5py.Dataset, "read_direct", recording_read_direct)
+    return names
+
+
+def _elsewhere(folder: Path, key: str, kind: str, value: np.ndarray) -> Path:
+    """The train file with `key` stored elsewhere, as `kind` says; returns the other file."""
+    items = {"train_set_x": _images(4), "train_set_y": np.array([0, 1, 0, 1])}
+    items["list_classes"] = CLASSES
+    other = folder / "elsewhere.bin"
+    with h5py.File(folder / TRAIN_FILE, "w") as h5:
+        for k, v in items.items():
+            if k != key:
+                h5.create_dataset(k, data=v)
+        if kind == "external":
+            other.write_bytes(value.tobytes())  # what the loader would copy: any local file
+            h5.create_dataset(
+                key, shape=value.shape, dtype=value.dtype, external=[(str(other), 0, value.nbytes)]
+            )
+        elif kind == "virtual":
+            other = folder / "source.h5"
+            _write_h5(other, data=value)
+            layout = h5py.VirtualLayout(shape=value.shape, dtype=value.dtype)
+            layout[...] = h5py.VirtualSource(str(other), "data", shape=value.shape)
+            h5.create_virtual_dataset(key, layout)
+        elif kind == "external link":
+            other = folder / "linked.h5"
+            _write_h5(other, data=value)
+            h5[key] = h5py.ExternalLink(str(other), "/data")
+        else:
+            h5.create_dataset("hidden", data=value)
+            h5[key] = h5py.SoftLink("/hidden")
+    return other
+
+
+def test_an_external_dataset_is_refused_and_its_file_never_read(
+    tmp_path: Path, reads: list[str]
+) -> None:
+    _write_pair(tmp_path)
+    secret = _images(4, seed=9)
+    other = _elsewhere(tmp_path, "train_set_x", "external", secret)
+    path = tmp_path / TRAIN_FILE
+    with pytest.raises(DataError) as info:
+        data.images_from_h5(path, "train")
+    assert str(info.value) == (
+        f"'train_set_x' in {path} keeps its data in external files; the data must be in the file"
+    )
+    assert reads == []  # refused before any data set was read
+    # The same file read by h5py directly shows what the loader would have copied.
+    with h5py.File(path, "r") as h5:
+        assert np.array_equal(h5["train_set_x"][()], secret)
+    assert other.read_bytes() == secret.tobytes()
+
+
+@pytest.mark.parametrize("kind", ["external", "virtual", "external link", "soft link"])
+@pytest.mark.parametrize("key", ["train_set_x", "train_set_y", "list_classes"])
+def test_data_kept_outside_the_file_is_refused_before_any_read(
+    tmp_path: Path, reads: list[str], kind: str, key: str
+) -> None:
+    _write_pair(tmp_path)
+    value = {"train_set_x": _images(4, 9), "train_set_y": np.array([1, 1, 1, 1])}.get(
+        key, np.array([7, 7], dtype=np.int64)
+    )
+    _elsewhere(tmp_path, key, kind, value)
+    described = {
+        "external": "keeps its data in external files",
+        "virtual": "is a virtual data set",
+        "external link": "is an external link",
+        "soft link": "is a soft link",
+    }[kind]
+    with pytest.raises(DataError, match=f"^'{key}' in {tmp_path / TRAIN_FILE} {described}"):
+        data.read_h5_pair(tmp_path)
+    assert not any(name.lstrip("/") == key for name in reads)
+    if key != "list_classes":
+        assert reads == []  # neither images nor labels were read
+
+
 # --- locating the data ---------------------------------------------------------------------
 
 

@@ -12,10 +12,19 @@ import pytest
 
 from snn.cli import main
 from snn.commands.evaluate import scores
-from snn.data import load_dataset, synthetic_images, write_h5_pair
-from snn.engines import direct
+from snn.data import synthetic_images, write_h5_pair
 from snn.parameters import Parameters
-from snn.report import write_run_folder
+from snn.predict import read_weights
+from snn.report import model_bytes
+
+
+def train_run(folder: Path, p: Parameters, data: Path, run_id: str) -> Path:
+    """A run folder made as a user makes one: `snn train --engine direct`."""
+    params = folder.parent / f"{run_id}.json"
+    params.write_text(json.dumps(p.to_dict()))
+    argv = ["train", "--engine", "direct", "--params", str(params), "--data", str(data)]
+    assert main([*argv, "--out", str(folder), "--run-id", run_id, "--quiet"]) == 0
+    return folder
 
 
 def small_network(epochs: int = 30) -> Parameters:
@@ -33,8 +42,7 @@ def small_network(epochs: int = 30) -> Parameters:
 
 @pytest.fixture
 def run(tmp_path: Path, synthetic_dir: Path) -> Path:
-    result = direct.train(small_network(), load_dataset(synthetic_dir), "evaluated")
-    return write_run_folder(tmp_path / "run", result)
+    return train_run(tmp_path / "run", small_network(), synthetic_dir, "evaluated")
 
 
 def test_scores_from_a_known_confusion_matrix() -> None:
@@ -115,3 +123,18 @@ def test_bad_inputs_are_one_line_errors(
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert "evaluation" not in json.loads((run / "metrics.json").read_text())
+
+
+def test_a_diverged_model_is_refused_and_nothing_written(
+    run: Path, synthetic_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = read_weights(run / "model.npz")
+    weights[0][1][2, 0] = np.nan
+    (run / "model.npz").write_bytes(model_bytes(weights))
+    before = (run / "metrics.json").read_bytes()
+    assert main(["evaluate", "--model", str(run), "--data", str(synthetic_dir)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"snn: error: {run / 'model.npz'}: b1 holds NaN")
+    assert len(captured.err.strip().splitlines()) == 1
+    assert (run / "metrics.json").read_bytes() == before

@@ -3,7 +3,9 @@ and the figures in RUN_FOLDER/inspect/."""
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +14,22 @@ from PIL import Image
 
 from snn import network as nn
 from snn.cli import main
-from snn.commands.inspect import Layer, forward_layers, neuron_rows, weight_pictures
 from snn.data import load_dataset, synthetic_images, write_h5_pair
-from snn.engines import direct
+from snn.inspection import Layer, forward_layers, histograms, neuron_rows, weight_pictures
 from snn.parameters import Parameters
-from snn.report import load_model, write_run_folder
+from snn.predict import read_weights
+from snn.report import model_bytes
 
 SIZE = 4  # the synthetic pictures are 4 x 4
+
+
+def train_run(folder: Path, p: Parameters, data: Path, run_id: str) -> Path:
+    """A run folder made as a user makes one: `snn train --engine direct`."""
+    params = folder.parent / f"{run_id}.json"
+    params.write_text(json.dumps(p.to_dict()))
+    argv = ["train", "--engine", "direct", "--params", str(params), "--data", str(data)]
+    assert main([*argv, "--out", str(folder), "--run-id", run_id, "--quiet"]) == 0
+    return folder
 
 
 def three_layers() -> Parameters:
@@ -37,8 +48,7 @@ def three_layers() -> Parameters:
 
 @pytest.fixture
 def run(tmp_path: Path, synthetic_dir: Path) -> Path:
-    result = direct.train(three_layers(), load_dataset(synthetic_dir), "inspected")
-    return write_run_folder(tmp_path / "run", result)
+    return train_run(tmp_path / "run", three_layers(), synthetic_dir, "inspected")
 
 
 def inspect(run: Path, data: Path, *extra: str) -> int:
@@ -65,7 +75,7 @@ def test_every_figure_is_written(
 
 def test_each_neuron_picture_is_its_weights_scaled_to_0_1(run: Path, synthetic_dir: Path) -> None:
     assert inspect(run, synthetic_dir, "--layer", "1", "--neuron", "3") == 0
-    W1 = load_model(run / "model.npz")[0][0]
+    W1 = read_weights(run / "model.npz")[0][0]
     with Image.open(run / "inspect" / "layer1_neuron3.png") as image:
         assert image.size == (SIZE, SIZE) and image.mode == "RGB"
         got = np.asarray(image)
@@ -87,7 +97,7 @@ def test_the_numbers_come_from_a_forward_pass_and_the_history(
     run: Path, synthetic_dir: Path
 ) -> None:
     dataset = load_dataset(synthetic_dir)
-    weights = load_model(run / "model.npz")
+    weights = read_weights(run / "model.npz")
     p = three_layers()
     passes = forward_layers(weights, p.activations, dataset.train_x)
     assert np.array_equal(passes[-1][1], nn.forward(weights, p.activations, dataset.train_x))
@@ -187,3 +197,98 @@ def test_a_corrupt_neurons_npz_is_noted(
     assert "neurons.npz cannot be read" in capsys.readouterr().err
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["parameters"]["neurons"]["layer1"] == 5
+
+
+def leftovers(run: Path) -> list[str]:
+    return sorted(p.name for p in run.iterdir() if p.name.startswith("."))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_diverged_model_is_refused_before_anything_is_written(
+    run: Path, synthetic_dir: Path, capsys: pytest.CaptureFixture[str], value: float
+) -> None:
+    weights = read_weights(run / "model.npz")
+    weights[1][0][0, 0] = value
+    (run / "model.npz").write_bytes(model_bytes(weights))
+    assert inspect(run, synthetic_dir) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (
+        f"snn: error: {run / 'model.npz'}: W2 holds NaN or infinite values: not a usable model "
+        "(did its run diverge? a lower learning rate may help)"
+    )
+    assert captured.out == ""
+    assert not (run / "inspect").exists() and leftovers(run) == []
+
+
+def test_weights_whose_values_overflow_are_refused_before_anything_is_written(
+    run: Path, synthetic_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = read_weights(run / "model.npz")
+    weights[0][0][:] = 1e308  # finite, but Z = W1 X + b1 overflows
+    (run / "model.npz").write_bytes(model_bytes(weights))
+    assert inspect(run, synthetic_dir) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("snn: error: layer 1: Z is not finite") and err.count("\n") == 1
+    assert not (run / "inspect").exists() and leftovers(run) == []
+
+
+def test_the_figures_replace_an_older_inspect_folder_whole(run: Path, synthetic_dir: Path) -> None:
+    (run / "inspect").mkdir()
+    (run / "inspect" / "layer9_stale.png").write_bytes(b"old")
+    assert inspect(run, synthetic_dir, "--layer", "3") == 0
+    assert sorted(p.name for p in (run / "inspect").iterdir()) == [
+        "layer3_activations.png",
+        "layer3_gradients.png",
+    ]
+    assert leftovers(run) == []
+
+
+def test_a_failure_while_drawing_leaves_the_older_figures(
+    run: Path,
+    synthetic_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert inspect(run, synthetic_dir) == 0
+    before = {p.name: p.read_bytes() for p in (run / "inspect").iterdir()}
+    capsys.readouterr()
+
+    def disk_full(folder: Path, layer: Layer, *args: object) -> Path:
+        if layer.number == 2:
+            raise OSError(28, "No space left on device")
+        return folder / "unused.png"
+
+    monkeypatch.setattr("snn.commands.inspect.write_gradient_curves", disk_full)
+    assert inspect(run, synthetic_dir) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        f"snn: error: cannot write the figures in {run / 'inspect'}: No space left on device"
+    )
+    assert {p.name: p.read_bytes() for p in (run / "inspect").iterdir()} == before
+    assert leftovers(run) == []
+
+
+def test_a_zip_bomb_in_neurons_npz_is_noted_and_not_unpacked(
+    run: Path, synthetic_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        header = io.BytesIO()
+        np.save(header, np.zeros(3, dtype=np.int64))
+        archive.writestr("epochs.npy", header.getvalue() + bytes(32 * 2**20))
+    (run / "neurons.npz").write_bytes(buf.getvalue())
+    assert inspect(run, synthetic_dir, "--layer", "1") == 0
+    err = capsys.readouterr().err
+    assert "no gradient history (neurons.npz cannot be read" in err and "refused unread" in err
+
+
+def test_the_figures_bins_are_the_layers(run: Path, synthetic_dir: Path) -> None:
+    dataset = load_dataset(synthetic_dir)
+    weights = read_weights(run / "model.npz")
+    Z, A = forward_layers(weights, three_layers().activations, dataset.train_x)[0]
+    layer = Layer(1, "relu", *weights[0], Z, A, None)
+    counted = histograms(layer, [1, 3], bins=10)
+    edges, counts = counted["Z"]
+    assert np.array_equal(edges, np.histogram_bin_edges(Z[[1, 3]], bins=10))
+    assert counts.shape == (2, 10) and counts.sum(axis=1).tolist() == [40, 40]
+    assert np.array_equal(counts[1], np.histogram(Z[3], bins=edges)[0])

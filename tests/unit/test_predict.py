@@ -7,6 +7,7 @@ import io
 import json
 import os
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -19,12 +20,20 @@ from snn import network as nn
 from snn import predict
 from snn.cli import main
 from snn.data import TEST_FILE, preprocess
-from snn.engines import direct
 from snn.parameters import Parameters
 from snn.predict import ImageError, ModelError
-from snn.report import model_bytes, write_run_folder
+from snn.report import model_arrays, model_bytes
 
 SIZE = 4  # small pictures: a model for 4 x 4 RGB inputs
+
+
+def train_run(folder: Path, p: Parameters, data: Path, run_id: str) -> Path:
+    """A run folder made as a user makes one: `snn train --engine direct`."""
+    params = folder.parent / f"{run_id}.json"
+    params.write_text(json.dumps(p.to_dict()))
+    argv = ["train", "--engine", "direct", "--params", str(params), "--data", str(data)]
+    assert main([*argv, "--out", str(folder), "--run-id", run_id, "--quiet"]) == 0
+    return folder
 
 
 def params(layers: tuple[str, ...] = ("tanh", "sigmoid")) -> Parameters:
@@ -170,6 +179,19 @@ def test_the_pixel_limit_applies_to_real_pictures(monkeypatch: pytest.MonkeyPatc
 # --- models ---------------------------------------------------------------------------------------
 
 
+def test_a_file_over_the_byte_limit_is_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = png(pixels())
+    monkeypatch.setattr(predict, "MAX_PICTURE_BYTES", len(data) - 1)
+    path = tmp_path / "a.png"
+    path.write_bytes(data)
+    message = f"{len(data):,} bytes is over the limit of {len(data) - 1:,} bytes"
+    for source in (path, data):
+        with pytest.raises(ImageError, match=message):
+            predict.load_image(source, SIZE)
+
+
 def test_a_run_folder_gives_its_weights_and_activations(tmp_path: Path) -> None:
     folder = run_folder(tmp_path / "run", params(("relu", "sigmoid")))
     model = predict.load_model(folder)
@@ -282,6 +304,44 @@ def test_metrics_without_valid_parameters_are_refused(tmp_path: Path) -> None:
         predict.load_model(folder)
 
 
+def test_a_member_without_the_npy_suffix_is_one_line_in_every_command(
+    tmp_path: Path, synthetic_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = run_folder(tmp_path / "run")
+    with zipfile.ZipFile(folder / "model.npz", "w") as archive:
+        archive.writestr("W1", b"x")  # no .npy suffix
+    picture = tmp_path / "a.png"
+    picture.write_bytes(png(pixels()))
+    for argv in (
+        ["predict", "--model", str(folder), str(picture)],
+        ["evaluate", "--model", str(folder), "--data", str(synthetic_dir)],
+        ["inspect", str(folder), "--data", str(synthetic_dir)],
+    ):
+        assert main(argv) == 2, argv
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err.strip() == (
+            f"snn: error: {folder / 'model.npz'}: member 'W1' is not a .npy array"
+        )
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.json", "model.npz"]
+
+
+def test_predict_refuses_a_diverged_model_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = run_folder(tmp_path / "run")
+    arrays = model_arrays(weights())
+    arrays["W1"][:] = np.nan
+    (folder / "model.npz").write_bytes(npz(**arrays))
+    picture = tmp_path / "a.png"
+    picture.write_bytes(png(pixels()))
+    assert main(["predict", "--json", "--model", str(folder), str(picture)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"snn: error: {folder / 'model.npz'}: W1 holds NaN")
+    assert len(captured.err.strip().splitlines()) == 1
+
+
 # --- the command ----------------------------------------------------------------------------------
 
 
@@ -376,26 +436,26 @@ def export_test_pictures(data_dir: Path, folder: Path) -> tuple[list[Path], np.n
 
 
 def test_predict_agrees_with_the_forward_pass_on_real_pictures(
-    tmp_path: Path, data_dir: Path, cat_data, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     p = Parameters.from_dict(
         {
-            "epochs": 200,  # enough, at this rate, to call some pictures cats (2 s)
+            "epochs": 60,  # enough, at this rate, to call some pictures cats
             "layers": 2,
             "activations": {"layer1": "relu", "layer2": "sigmoid"},
             "neurons": {"layer1": 7, "layer2": 1},
-            "learning_rate": 0.01,
-            "initialization": "xavier",
+            "learning_rate": 0.02,
+            "initialization": "he",
             "neurons_per_task": 7,
         }
     )
-    result = direct.train(p, cat_data, "predict-check")
-    folder = write_run_folder(tmp_path / "run", result)
+    folder = train_run(tmp_path / "run", p, data_dir, "predict-check")
     paths, images, _ = export_test_pictures(data_dir, tmp_path / "pictures")
     assert main(["predict", "--model", str(folder), "--json", *map(str, paths)]) == 0
     got = json.loads(capsys.readouterr().out)
 
-    AL = nn.forward(result.weights, p.activations, preprocess(images))
+    weights = predict.read_weights(folder / "model.npz")
+    AL = nn.forward(weights, p.activations, preprocess(images))
     labels = ["cat" if y == 1 else "non-cat" for y in nn.predict(AL)[0]]
     assert [r["label"] for r in got] == labels
     np.testing.assert_allclose([r["probability"] for r in got], AL[0], rtol=0, atol=1e-12)

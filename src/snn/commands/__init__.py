@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-COMMANDS = ("predict", "evaluate", "inspect", "cost")
+COMMANDS = ("train", "predict", "evaluate", "inspect", "bill", "serve")
 
 
 def register_all(subparsers: argparse._SubParsersAction) -> None:

@@ -1,0 +1,204 @@
+"""What the pages of `snn serve` show, computed from the run folders (read, never written):
+a run's details, what its neurons do (`snn.inspection`, as `snn inspect`), a picture classified
+(`snn.predict`, as `snn predict`), and a run's progress for the live page."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from snn.serve.runs import Run, RunError, Runs
+
+MAX_NEURONS_SHOWN = 32  # per layer on a run's page: tables, histograms, weight pictures
+MAX_MODELS = 4  # models kept in memory
+
+
+def clean(value: Any) -> Any:
+    """Strict JSON: NaN and infinities (an old run's diverged costs) become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return clean(value.tolist())
+    if isinstance(value, np.generic):
+        return clean(value.item())
+    return value
+
+
+class Server:
+    """What the pages show, from the run folders under `runs`."""
+
+    def __init__(self, runs: Path, data: str | None, definition: Path | None) -> None:
+        self.runs = Runs(runs)
+        self.data = data
+        self.definition = definition
+        self._lock = threading.Lock()
+        self.stopping = False  # set when the server shuts down: open event streams end
+        self._models: OrderedDict[tuple, Any] = OrderedDict()
+        self._dataset: Any = None
+
+    # --- models and data (cached: a model changes only if its file does) --------------------
+
+    def model(self, run: Run) -> Any:
+        from snn.predict import ModelError, load_model
+
+        path = run.folder / "model.npz"
+        if not run.has_model:
+            raise ModelError(f"run {run.name} has no model (yet): it is written when training ends")
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+        model = load_model(run.folder)
+        with self._lock:
+            self._models[key] = model
+            while len(self._models) > MAX_MODELS:
+                self._models.popitem(last=False)
+        return model
+
+    def dataset(self) -> Any:
+        from snn.data import load_dataset
+
+        with self._lock:
+            if self._dataset is None:
+                self._dataset = load_dataset(self.data)
+            return self._dataset
+
+    # --- the API ---------------------------------------------------------------------------
+
+    def run_detail(self, name: str) -> dict[str, Any]:
+        run = self.runs.get(name)
+        metrics, progress = run.metrics or {}, run.progress or {}
+        return clean(
+            {
+                **run.summary(),
+                "parameters": run.parameters,
+                "costs": run.costs,
+                "confusion_matrix": metrics.get("confusion_matrix"),
+                "wall_seconds": metrics.get("wall_seconds"),
+                "executions": metrics.get("executions") or progress.get("executions") or [],
+                "state_transitions": metrics.get("state_transitions"),
+                "lambda_invocations": metrics.get("lambda_invocations"),
+                "evaluation": metrics.get("evaluation"),
+                "started_at": progress.get("started_at"),
+                "updated_at": progress.get("updated_at"),
+            }
+        )
+
+    def inspection(self, name: str) -> dict[str, Any]:
+        """Per layer, what `snn inspect` computes, for the first MAX_NEURONS_SHOWN neurons."""
+        from snn import inspection
+        from snn.errors import DataError
+
+        run = self.runs.get(name)
+        model = self.model(run)
+        dataset = self.dataset()
+        if dataset.n_x != model.n_x:
+            raise DataError(
+                f"the data set's pictures have {dataset.n_x} values but the model takes "
+                f"{model.n_x}: start snn serve with --data pointing at the data this run used"
+            )
+        widths = [W.shape[0] for W, _ in model.weights]
+        epochs, history, why = inspection.read_history(run.folder / "neurons.npz", widths)
+        layers = []
+        for layer in inspection.layers(model.weights, model.activations, dataset.train_x, history):
+            shown = list(range(min(layer.neurons, MAX_NEURONS_SHOWN)))
+            counted = inspection.histograms(layer, shown)
+            layers.append(
+                {
+                    "number": layer.number,
+                    "activation": layer.activation,
+                    "neurons": layer.neurons,
+                    "inputs": int(layer.W.shape[1]),
+                    "shown": shown,
+                    "rows": inspection.neuron_rows(layer, shown, epochs),
+                    "histograms": {
+                        k: {"edges": edges, "counts": counts}
+                        for k, (edges, counts) in counted.items()
+                    },
+                    "gradients": {k: v[:, shown].T for k, v in layer.history.items()}
+                    if layer.history
+                    else None,
+                }
+            )
+        return clean(
+            {
+                "name": name,
+                "examples": int(dataset.train_x.shape[1]),
+                "image_size": model.image_size,
+                "epochs": epochs,
+                "sampled": [int(epochs[k]) for k in inspection.sampled(epochs)],
+                "history_note": why,
+                "layers": layers,
+            }
+        )
+
+    def weight_picture(self, name: str, neuron: int) -> bytes:
+        """Neuron `neuron` of layer 1's weights as a PNG, S x S, scaled to its own min..max."""
+        from snn.inspection import weight_pictures
+
+        model = self.model(self.runs.get(name))
+        W = model.weights[0][0]
+        if not 0 <= neuron < W.shape[0]:
+            raise RunError(f"layer 1 of run {name} has neurons 0..{W.shape[0] - 1}")
+        picture = weight_pictures(W[[neuron]], model.image_size)[0]
+        return _png(np.rint(picture * 255).astype(np.uint8))
+
+    def predict(self, name: str, data: bytes) -> dict[str, Any]:
+        """The same answer as `snn predict --json` on the same file, through the same code."""
+        from snn.predict import classify, load_image
+
+        run = self.runs.get(name)
+        model = self.model(run)
+        x = load_image(data, model.image_size, name="the picture")
+        (result,) = classify(model, [x])
+        side = model.image_size
+        seen = np.rint(x.reshape(side, side, 3) * 255).astype(np.uint8)  # x is pixels / 255
+        return {
+            "run": name,
+            **result,
+            "input": "data:image/png;base64," + base64.b64encode(_png(seen)).decode(),
+            "input_size": side,
+        }
+
+    def live(self, run: Run, sent: int) -> dict[str, Any]:
+        """A run's progress for the live page, with the costs from index `sent` on."""
+        progress = run.progress or {}
+        costs = run.costs
+        start = sent if len(costs) >= sent else 0
+        running = run.status == "running"
+        return clean(
+            {
+                **run.summary(),
+                "costs_from": start,
+                "costs": costs[start:],
+                "execution": progress.get("execution") if running else None,
+                "executions": (run.metrics or {}).get("executions")
+                or progress.get("executions")
+                or [],
+                "states": progress.get("states") or {},
+                "active": (progress.get("active") or []) if running else [],
+                "started_at": progress.get("started_at"),
+                "updated_at": progress.get("updated_at"),
+            }
+        )
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buf, "PNG")
+    return buf.getvalue()

@@ -1,0 +1,192 @@
+"""`snn serve` end to end in Chromium: the runs page, a finished run's page (its cost chart has a
+point per epoch; hover and zoom work), the predict page (the label and probability of `snn
+predict --json`), and a real `snn train` local run watched live: the state machine highlights
+the states running, the epochs and the cost curve advance. Each page is photographed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import pytest
+from PIL import Image
+
+from snn.cli import main
+from snn.data import TEST_FILE
+from snn.parameters import Parameters
+from tests.browser.conftest import ROOT
+from tests.unit import serve_fakes as fakes
+
+pytestmark = pytest.mark.browser
+
+NETWORK = {
+    "epochs": 20,
+    "layers": 2,
+    "activations": {"layer1": "relu", "layer2": "sigmoid"},
+    "neurons": {"layer1": 7, "layer2": 1},
+    "learning_rate": 0.01,
+    "initialization": "xavier",
+    "neurons_per_task": 7,
+}
+
+
+def wait_until(page: Any, script: str, timeout: float = 30) -> None:
+    """Until the function `script` is true in the page (polled from here: the page's
+    Content-Security-Policy forbids the evaluated strings of wait_for_function)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(script):
+        assert time.monotonic() < deadline, f"timed out waiting for {script}"
+        page.wait_for_timeout(100)
+
+
+def points(page: Any, selector: str) -> int:
+    return len(page.get_attribute(selector, "points").split())
+
+
+def test_runs_run_and_predict_pages(
+    page: Any,
+    serve: Any,
+    tmp_path: Path,
+    data_dir: Path,
+    screenshots: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    runs = tmp_path / "runs"
+    params = tmp_path / "network.json"
+    params.write_text(json.dumps(NETWORK))
+    argv = ["train", "--engine", "direct", "--params", str(params), "--data", str(data_dir)]
+    assert main([*argv, "--out", str(runs / "cat-demo"), "--run-id", "cat-demo", "--quiet"]) == 0
+    stopped = {"parameters": Parameters.from_dict(NETWORK).to_dict(), "epochs": 20}
+    fakes.in_progress(
+        runs, "stopped-early", epoch=4, updated_at=fakes.iso(0), resumable=True, **stopped
+    )
+    server = serve(runs, data_dir)
+
+    page.goto(server.url + "/")
+    page.wait_for_selector("#runs-table tr[data-name='cat-demo']")
+    assert page.inner_text("tr[data-name='cat-demo'] .status") == "FINISHED"
+    assert "resumable" in page.inner_text("tr[data-name='stopped-early'] .status").lower()
+    page.screenshot(path=screenshots / "runs.png")
+
+    page.click("a.run-link:text('cat-demo')")
+    page.wait_for_selector("#cost polyline.series")
+    assert points(page, "#cost polyline.series") == 20  # one point per epoch
+    assert page.get_attribute("#cost svg.chart", "data-points") == "20"
+    box = page.locator("#cost rect.overlay").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+    tooltip = page.locator("#cost .tooltip")
+    assert tooltip.is_visible() and "epoch" in tooltip.inner_text()
+    page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + 10)  # drag across: zoom in
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + 20, steps=5)
+    page.mouse.up()
+    assert 5 <= points(page, "#cost polyline.series") < 20
+    page.click("#cost button:text('show all')")
+    assert points(page, "#cost polyline.series") == 20
+    page.wait_for_selector("#layer1 .pictures img")
+    wait_until(page, "() => [...document.images].every((i) => i.complete && i.naturalWidth)")
+    assert page.locator("#layer1 .pictures img").count() == 7
+    assert page.locator("#layer1 table.neurons tbody tr").count() == 7
+    assert page.inner_text("#test-accuracy").endswith("%")
+    page.mouse.move(0, 0)
+    page.screenshot(path=screenshots / "run.png", full_page=True)
+
+    with h5py.File(data_dir / TEST_FILE, "r") as h5:  # a non-cat: what a 20-epoch model says
+        other = h5["test_set_x"][()][list(h5["test_set_y"][()]).index(0)]
+    picture = tmp_path / "test-picture.png"
+    Image.fromarray(other).resize((200, 200), Image.Resampling.BICUBIC).save(picture)
+    capsys.readouterr()
+    assert main(["predict", "--json", "--model", str(runs / "cat-demo"), str(picture)]) == 0
+    (expected,) = json.loads(capsys.readouterr().out)
+
+    page.goto(server.url + "/predict?run=cat-demo")
+    page.wait_for_selector("#run option[value='cat-demo']", state="attached")
+    page.set_input_files("#file", str(picture))
+    page.wait_for_selector("#label")
+    assert page.inner_text("#label") == expected["label"]
+    assert float(page.get_attribute("#probability", "data-probability")) == expected["probability"]
+    assert page.inner_text("#probability") == f"{expected['probability']:.4f}"
+    wait_until(page, "() => document.getElementById('seen').naturalWidth === 64")
+    page.screenshot(path=screenshots / "predict.png", full_page=True)
+
+
+def test_a_local_run_watched_live(
+    page: Any, serve: Any, tmp_path: Path, synthetic_dir: Path, screenshots: Path
+) -> None:
+    runs = tmp_path / "runs"
+    params = tmp_path / "network.json"
+    epochs = 40
+    network = {
+        **NETWORK,
+        "epochs": epochs,
+        "learning_rate": 0.1,
+        "neurons": {"layer1": 4, "layer2": 1},
+    }
+    params.write_text(json.dumps({**network, "neurons_per_task": 2}))
+    server = serve(runs, synthetic_dir)
+    train = [sys.executable, "-m", "snn.cli", "train", "--engine", "local", "--quiet"]
+    out = ["--out", str(runs / "live-demo"), "--run-id", "live-demo"]
+    training = subprocess.Popen(
+        [*train, "--params", str(params), "--data", str(synthetic_dir), *out],
+        cwd=ROOT,
+        env={**os.environ},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (runs / "live-demo" / "progress.json").is_file():
+            assert training.poll() is None, training.stdout.read()
+            assert time.monotonic() < deadline, "the run published no progress.json"
+            time.sleep(0.2)
+
+        page.goto(server.url + "/runs/live-demo/live")
+        page.wait_for_selector("svg.machine g.node")
+        page.wait_for_selector("#epoch")
+        first = int(page.get_attribute("#epoch", "data-epoch"))
+        seen: set[str] = set()
+        photographed = False
+        # At least three epochs, and states highlighted: progress.json is rewritten about once a
+        # second, at any moment of an epoch, so one copy may catch none running.
+        while (epoch := int(page.get_attribute("#epoch", "data-epoch"))) < first + 3 or not seen:
+            assert training.poll() is None, "the run ended before it was seen advancing"
+            assert time.monotonic() < deadline, f"stuck at epoch {epoch}"
+            active = page.eval_on_selector_all(
+                "svg.machine g.node.active", "nodes => nodes.map((n) => n.dataset.name)"
+            )
+            seen.update(active)
+            page.wait_for_timeout(100)
+        assert seen, "no state was ever highlighted"
+        names = set(
+            page.eval_on_selector_all("svg.machine g.node", "n => n.map((g) => g.dataset.name)")
+        )
+        assert seen <= names
+        assert points(page, "#cost polyline.series") >= first + 3
+        assert page.inner_text("#title .status") == "RUNNING"
+        while training.poll() is None and not photographed:  # a picture with a longer curve
+            epoch = int(page.get_attribute("#epoch", "data-epoch"))
+            if page.locator("svg.machine g.node.active").count() and epoch >= epochs // 3:
+                page.screenshot(path=screenshots / "live.png", full_page=True)
+                photographed = True
+            page.wait_for_timeout(100)
+
+        assert training.wait(timeout=240) == 0, training.stdout.read()
+        page.wait_for_selector("body[data-ended='true']", timeout=30_000)
+        assert page.inner_text("#title .status") == "FINISHED"
+        assert points(page, "#cost polyline.series") == epochs
+        assert page.locator("svg.machine g.node.active").count() == 0
+        counts = page.text_content("svg.machine g.node[data-name='Commit'] .counts")
+        assert counts.startswith(f"×{epochs}")
+        if not photographed:
+            page.screenshot(path=screenshots / "live.png", full_page=True)
+    finally:
+        if training.poll() is None:
+            training.terminate()
+            training.wait(timeout=60)
