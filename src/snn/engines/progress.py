@@ -27,14 +27,14 @@ class StateTracker:
         self.seconds: dict[str, float] = defaultdict(float)
         self._open: dict[str, deque[float]] = defaultdict(deque)
         self._order: dict[str, int] = {}
-        self._seen = 0
         self._execution = ""
 
     def feed(self, execution_arn: str, events: list[dict[str, Any]]) -> None:
+        """Take in an execution's history events that follow those already fed."""
         if execution_arn != self._execution:  # a new execution: its history starts again
-            self._execution, self._seen = execution_arn, 0
+            self._execution = execution_arn
             self._open.clear()
-        for event in events[self._seen :]:
+        for event in events:
             kind = event["type"]
             stamp = _seconds(event.get("timestamp"))
             if kind.endswith("StateEntered"):
@@ -47,7 +47,6 @@ class StateTracker:
                 self.exited[name] += 1
                 if self._open[name]:
                     self.seconds[name] += max(0.0, stamp - self._open[name].popleft())
-        self._seen = len(events)
 
     def stop(self) -> None:
         """The execution has ended: nothing runs any more."""

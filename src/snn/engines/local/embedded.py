@@ -69,6 +69,7 @@ class EmbeddedStack:
         self.failure_function: str | None = None
         self.compactor: Any = None
         self.s3_requests: Any = None
+        self.item_requests: Any = None
 
     # --- standing the stack up ------------------------------------------------------------------
 
@@ -107,6 +108,14 @@ class EmbeddedStack:
             )
             for hook in SESSION_HOOKS:
                 hook(session)
+            # Requests served without the HTTP detour, for every client made from now on
+            # (a client copies the session's hooks when it is made).
+            if os.environ.get("SNN_LOCAL_S3") != "http":
+                self.s3_requests = emulator.s3_requests.ObjectRequests(ACCOUNT)
+                self.s3_requests.install(session)
+                self._undo.append(lambda: self.s3_requests.uninstall(session))
+            self.item_requests = emulator.dynamodb.ItemRequests(ACCOUNT, REGION)
+            self._undo.append(self.item_requests.install(session))
             s3, dynamodb, sfn = (
                 session.client(s, region_name=REGION) for s in ("s3", "dynamodb", "stepfunctions")
             )
@@ -128,10 +137,6 @@ class EmbeddedStack:
                     "before-call.lambda.Invoke", self.lambdas.on_before_call
                 )
             )
-            if os.environ.get("SNN_LOCAL_S3") != "http":
-                self.s3_requests = emulator.s3_requests.ObjectRequests(ACCOUNT)
-                self.s3_requests.install(session)
-                self._undo.append(lambda: self.s3_requests.uninstall(session))
             self._undo.append(emulator.interpreter.speed_up())
             self._undo.append(emulator.interpreter.first_end_stands())
             self._undo.append(emulator.dynamodb.serialise())
@@ -167,10 +172,11 @@ class EmbeddedStack:
 
     # --- the emulator, through its gate ---------------------------------------------------------
 
-    def history(self, execution_arn: str) -> list[dict[str, Any]]:
+    def history(self, execution_arn: str, start: int = 0) -> list[dict[str, Any]]:
+        """The execution's history events from the `start`-th on (shared: read only)."""
         from snn.engines.local import emulator
 
-        return emulator.interpreter.history(execution_arn)
+        return emulator.interpreter.history(execution_arn, start)
 
     def compact(self) -> None:
         self.compactor.compact()

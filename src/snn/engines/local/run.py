@@ -47,43 +47,44 @@ class LocalFollower(Follower):
         )
         self.embedded, self.spec, self.snapshots, self.prior = embedded, spec, snapshots, prior
         self.guards: dict[str, QuotaGuard] = {}
-        self._checked: dict[str, int] = {}  # history events checked, per execution
+        self._seen: dict[str, int] = {}  # history events taken in, per execution
 
     def poll(self, arn: str) -> None:
         self.guards.setdefault(arn, QuotaGuard(self.embedded, arn)).check()
         self.embedded.compact()
-        events = self.embedded.history(arn)
-        self._check_payloads(arn, events)
+        self._read(arn)
         if self.spec.progress:
-            progress = self.spec.progress.progress
-            progress.tracker.feed(arn, events)
-            progress.execution = {
+            self.spec.progress.progress.execution = {
                 "name": arn.rsplit(":", 1)[-1],
                 "status": "RUNNING",
-                "history_events": len(events),
+                "history_events": self._seen.get(arn, 0),
             }
             self.spec.progress.publish()
         if self.snapshots and self.snapshots.due():
             self.save()
 
-    def _check_payloads(self, arn: str, events: list[dict[str, Any]]) -> None:
-        """A state's input or output over 256 KB fails the execution, as on AWS."""
-        too_big = oversized_payload(events[self._checked.get(arn, 0) :])
-        self._checked[arn] = len(events)
+    def _read(self, arn: str) -> None:
+        """Take in the execution's new history events: a state's input or output over 256 KB
+        fails the execution, as on AWS; the progress counts what ran."""
+        start = self._seen.get(arn, 0)
+        events = self.embedded.history(arn, start)
+        self._seen[arn] = start + len(events)
+        too_big = oversized_payload(events)
         if too_big:
             self.embedded.fail_execution(
                 arn,
                 "States.DataLimitExceeded",
                 f"{too_big}, over the {MAX_PAYLOAD_BYTES}-byte limit",
             )
+        if self.spec.progress:
+            self.spec.progress.progress.tracker.feed(arn, events)
 
     def ended(self, arn: str, execution: Execution) -> None:
         self.embedded.execution_ended(execution.description)
+        self._read(arn)
         if self.spec.progress:
-            progress = self.spec.progress.progress
-            progress.tracker.feed(arn, self.embedded.history(arn))
-            progress.executions.append(execution.summary())
-            progress.execution = None
+            self.spec.progress.progress.executions.append(execution.summary())
+            self.spec.progress.progress.execution = None
         self.embedded.forget_execution(arn)
 
     def summary(self) -> dict[str, Any]:

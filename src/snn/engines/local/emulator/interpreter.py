@@ -81,10 +81,18 @@ def _execution(execution_arn: str) -> Any:
     return None
 
 
-def history(execution_arn: str) -> list[dict[str, Any]]:
-    """An execution's history from the backend: the events GetExecutionHistory returns, without
-    serialising a long history for every read."""
-    return list(_backend().get_execution_history(execution_arn)["events"])
+def history(execution_arn: str, start: int = 0) -> list[dict[str, Any]]:
+    """An execution's history events from the `start`-th on, as GetExecutionHistory returns
+    them, read from the interpreter's own list: moto's API deep-copies the whole history at
+    every read, which a follower polling a long execution cannot afford. The events are shared,
+    not copied: read them, never change them."""
+    execution = _execution(execution_arn)
+    env = getattr(getattr(execution, "exec_worker", None), "env", None)
+    if env is None:
+        return list(_backend().get_execution_history(execution_arn)["events"])[start:]
+    manager = env.event_manager
+    with manager._mutex:
+        return manager._history_event_list[start:]
 
 
 def forget_execution(execution_arn: str) -> None:
