@@ -13,10 +13,21 @@ from typing import Any
 import numpy as np
 
 from snn.engines import RunSpec
-from snn.epoch import calls_in_order, epoch_steps
+from snn.epoch import calls, calls_in_order
 from snn.parameters import Parameters
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Fake credentials and a region, so that no test can reach a real account (the `aws_env`
+# fixture sets them; a module-scoped emulator sets them itself).
+FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+}
 
 # The functions of training, by handler module (snn.handlers.<name>), and the ones outside it.
 STAGES = (
@@ -39,10 +50,18 @@ def handler(name: str) -> Any:
     return importlib.import_module(f"snn.handlers.{name}").handler
 
 
-def epoch_events(plan: dict[str, Any], epoch: int) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(stage, event) of one epoch, in the order the state machine invokes them."""
-    for call in calls_in_order(epoch_steps(plan, epoch)):
+def step_events(
+    plan: dict[str, Any], epoch: int, batch: int = 0
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(stage, event) of one step, in the order the state machine invokes them."""
+    for call in calls_in_order(calls(plan, epoch, batch)):
         yield call.stage, {"run_id": plan["run_id"], **call.fields}
+
+
+def epoch_events(plan: dict[str, Any], epoch: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(stage, event) of every step of one epoch, in order."""
+    for batch in range(plan["batches"]):
+        yield from step_events(plan, epoch, batch)
 
 
 def run_events(plan: dict[str, Any], epochs: range | None = None) -> None:
@@ -145,3 +164,21 @@ class Snapshot:
         for page in scan.paginate(TableName=st.table, ConsistentRead=True):
             items.extend(page["Items"])
         return objects, sorted(items, key=lambda i: (i["run_id"]["S"], i["entry"]["S"]))
+
+
+def export_test_pictures(data_dir: Path, folder: Path) -> tuple[list[Path], np.ndarray, np.ndarray]:
+    """The test set's pictures as PNG files: (paths, images (m, 64, 64, 3), labels (m,))."""
+    import h5py
+    from PIL import Image
+
+    from snn.data import TEST_FILE
+
+    with h5py.File(Path(data_dir) / TEST_FILE, "r") as h5:
+        images, labels = h5["test_set_x"][()], h5["test_set_y"][()]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(images):
+        path = folder / f"test{i:02d}.png"
+        Image.fromarray(image).save(path)
+        paths.append(path)
+    return paths, images, labels

@@ -1,11 +1,11 @@
-"""One epoch of the state machine, read from its definition (statemachine/training.asl.json):
-walked with the plan Init returns, as Step Functions would run it, from the loop's Choice back to
-it. The walk gives
+"""One step of the state machine's loop (one mini-batch), read from its definition
+(statemachine/training.asl.json): walked with the plan Init returns, as Step Functions would run
+it, from the loop's Choice back to it. The walk gives
 
-- `steps`: every Lambda call of the epoch, in order: a list of steps one after the other, each a
-  list of lanes side by side (a Map's iterations), each lane a list of calls. The direct engine
-  and the tests walk the same calls from `snn.epoch`; a test checks the two agree.
-- `critical` and `total`: the states entered and the Lambda invocations along the epoch's
+- `phases`: every Lambda call of the step, in order: a list of phases one after the other, each
+  a list of lanes side by side (a Map's iterations), each lane a list of calls. The direct
+  engine and the tests walk the same calls from `snn.epoch`; a test checks the two agree.
+- `critical` and `total`: the states entered and the Lambda invocations along the step's
   critical path (what runs one after the other: the wall time) and in all (what Standard bills,
   and what the history counts); `waves`: the most waves of any Map that runs its items side by
   side. A Map with MaxConcurrency 1 runs its items one after the other; any other inline Map
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from snn.epoch import Call, Step
+from snn.epoch import Call, Phase
 from snn.errors import SnnError
 
 INLINE_MAP_CONCURRENCY = 40
@@ -35,7 +35,7 @@ FUNCTION = re.compile(r"\$\{(\w+)FunctionArn\}")
 
 
 class DefinitionError(SnnError):
-    """The definition cannot be walked as an epoch of training."""
+    """The definition cannot be walked as a step of training."""
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -65,11 +65,11 @@ class Counts:
 
 
 @dataclass(frozen=True)
-class EpochPath:
+class StepPath:
     critical: Counts
     total: Counts
     waves: int
-    steps: list[Step] = field(default_factory=list)
+    phases: list[Phase] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -77,34 +77,34 @@ class _Walk:
     critical: Counts
     total: Counts
     waves: int = 1
-    steps: tuple[tuple[tuple[Call, ...], ...], ...] = ()
+    phases: tuple[tuple[tuple[Call, ...], ...], ...] = ()
 
     def then(self, other: _Walk) -> _Walk:
         return _Walk(
             self.critical + other.critical,
             self.total + other.total,
             max(self.waves, other.waves),
-            self.steps + other.steps,
+            self.phases + other.phases,
         )
 
     def calls(self) -> tuple[Call, ...]:
-        return tuple(call for step in self.steps for lane in step for call in lane)
+        return tuple(call for phase in self.phases for lane in phase for call in lane)
 
 
-def epoch_path(definition: dict[str, Any], plan: dict[str, Any]) -> EpochPath:
-    """Walk one epoch of `definition` (as parsed) with `plan` (what Init returns, the input of
+def step_path(definition: dict[str, Any], plan: dict[str, Any]) -> StepPath:
+    """Walk one step of `definition` (as parsed) with `plan` (what Init returns, the input of
     the loop's Choice): the Choice, then each state up to the Choice again."""
     states = definition.get("States")
     if not isinstance(states, dict):
         raise DefinitionError("the state machine definition has no States")
-    choice, first = _epoch_loop(states)
+    choice, first = _step_loop(states)
     walk = _Walk(Counts(1, 0), Counts(1, 0)).then(_chain(states, first, plan, stop=choice))
-    steps = [[list(lane) for lane in step] for step in walk.steps]
-    return EpochPath(walk.critical, walk.total, walk.waves, steps)
+    phases = [[list(lane) for lane in phase] for phase in walk.phases]
+    return StepPath(walk.critical, walk.total, walk.waves, phases)
 
 
-def _epoch_loop(states: dict[str, Any]) -> tuple[str, str]:
-    """(the Choice that loops over the epochs, the first state of its training branch): the one
+def _step_loop(states: dict[str, Any]) -> tuple[str, str]:
+    """(the Choice that loops over the steps, the first state of its training branch): the one
     branch of a Choice whose chain of Next leads back to that Choice."""
     loops = []
     for name, state in states.items():
@@ -124,7 +124,7 @@ def _epoch_loop(states: dict[str, Any]) -> tuple[str, str]:
                 step = following.get("Next")
     if len(loops) != 1:
         raise DefinitionError(
-            f"expected one loop over the epochs (a Choice that a chain of states leads back to), "
+            f"expected one loop over the steps (a Choice that a chain of states leads back to), "
             f"found {len(loops)}"
         )
     return loops[0]
@@ -143,7 +143,7 @@ def _chain(states: dict[str, Any], start: str, data: Any, stop: str | None = Non
         walk = walk.then(_state(name, state, data))
         name = None if state.get("End") else state.get("Next")
     if stop is not None and name != stop:
-        raise DefinitionError(f"the epoch's states do not lead back to {stop!r}")
+        raise DefinitionError(f"the step's states do not lead back to {stop!r}")
     return walk
 
 
@@ -165,7 +165,7 @@ def _state(name: str, state: dict[str, Any], data: Any) -> _Walk:
         return _Walk(Counts(1, 0) + longest, Counts(1, 0) + total, waves, (lanes,))
     if kind == "Map":
         return _map(name, state, data)
-    raise DefinitionError(f"state {name!r}: a {kind} state inside an epoch cannot be walked")
+    raise DefinitionError(f"state {name!r}: a {kind} state inside a step cannot be walked")
 
 
 def _map(name: str, state: dict[str, Any], data: Any) -> _Walk:
@@ -189,11 +189,11 @@ def _map(name: str, state: dict[str, Any], data: Any) -> _Walk:
         critical += max((r.critical for r in runs[lo : lo + width]), key=_length)
     total = sum((r.total for r in runs), Counts(1, 0))
     waves = max([math.ceil(len(runs) / width) if width > 1 else 1, *(r.waves for r in runs)])
-    if width == 1:  # one item after the other: their steps in order
-        steps = tuple(step for r in runs for step in r.steps)
-    else:  # side by side: one step, a lane per item
-        steps = (tuple(r.calls() for r in runs),) if runs else ()
-    return _Walk(critical, total, waves, steps)
+    if width == 1:  # one item after the other: their phases in order
+        phases = tuple(phase for r in runs for phase in r.phases)
+    else:  # side by side: one phase, a lane per item
+        phases = (tuple(r.calls() for r in runs),) if runs else ()
+    return _Walk(critical, total, waves, phases)
 
 
 def _length(c: Counts) -> tuple[int, int]:
@@ -206,14 +206,18 @@ def _invokes_lambda(state: dict[str, Any]) -> bool:
 
 
 def _call(state: dict[str, Any], data: Any) -> Call | None:
-    """The call a Lambda Task makes: its function's stage and its payload's epoch, layer and
-    shard; None if its function is not one of the stack's (${<Name>FunctionArn})."""
+    """The call a Lambda Task makes: its function's stage and its payload's epoch, batch,
+    layer and shard; None if its function is not one of the stack's (${<Name>FunctionArn})."""
     parameters = state.get("Parameters", {})
     match = FUNCTION.fullmatch(str(parameters.get("FunctionName", "")))
     if match is None:
         return None
     payload = _item_input(parameters.get("Payload", {}), data, None, 0)
-    fields = {k: payload[k] for k in ("epoch", "layer", "shard") if isinstance(payload.get(k), int)}
+    fields = {
+        k: payload[k]
+        for k in ("epoch", "batch", "layer", "shard")
+        if isinstance(payload.get(k), int)
+    }
     return Call(stage_of(match.group(1)), fields)
 
 
@@ -235,7 +239,7 @@ def _item_input(selector: Any, data: Any, item: Any, index: int) -> Any:
 
 def _lookup(path: str, data: Any, item: tuple[Any, int] | None, strict: bool = True) -> Any:
     """A JSONPath of the simple forms the definition uses. Other context paths (the execution's
-    name, ...) do not shape an epoch: None."""
+    name, ...) do not shape a step: None."""
     if path.startswith("$$."):
         parts = path[3:].split(".")
         if item is None or parts[:2] != ["Map", "Item"] or len(parts) < 3:

@@ -4,7 +4,7 @@ the loss: the loss of an epoch is its "cost" everywhere else in SNN).
 Pure arithmetic over counts: `snn bill` measures two short runs (see `snn.commands.bill`),
 `from_runs` splits what they used into a part per run, a part per epoch and a part per epoch
 whose neuron statistics are recorded, and `estimate` scales that to N epochs and prices it.
-`snn.asl.epoch_path` walks one epoch of the state machine's definition with the plan Init
+`snn.asl.step_path` walks one epoch of the state machine's definition with the plan Init
 returns, for the wall-time projection (`project_wall_time`).
 
 The prices are us-east-1 list prices as of 2025, without free tiers: assumptions, each of which
@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from snn.asl import EpochPath
+from snn.asl import StepPath
 from snn.errors import SnnError
 
 # Express executions may run for at most five minutes.
@@ -211,9 +211,9 @@ class WallTime:
 
 
 def project_wall_time(
-    m: Measurement, path: EpochPath, epochs: int, latencies: Latencies = Latencies()
+    m: Measurement, path: StepPath, epochs: int, latencies: Latencies = Latencies()
 ) -> WallTime:
-    """An epoch on AWS: each state on its critical path (`epoch_path`) costs a transition, each
+    """An epoch on AWS: each state on its critical path (`step_path`) costs a transition, each
     invocation on it an invoke, the handler's measured time and the latency of its requests
     (the epoch's requests and handler time shared evenly among its invocations). Init,
     Evaluate and the neuron statistics are left out: they are a few epochs' worth in a run."""

@@ -1,20 +1,25 @@
-"""One epoch of training as the state machine runs it: the plan Init returns, the calls of an
-epoch in the state machine's order, and what an epoch costs in history events.
+"""One step of training as the state machine runs it: the plan Init returns, the calls of a step
+in the state machine's order, and what a step costs in history events.
 
-statemachine/training.asl.json is the truth of this order. The direct engine and the tests walk
-`epoch_steps` instead of the definition, so a test derives the same steps from the definition
-itself (tests/unit/test_state_machine.py) and they cannot drift apart:
+A step is one gradient step, on one mini-batch: epoch e has B batches (B = 1 without
+mini-batches), and step k is batch b of epoch e, k = e B + b. The state machine loops over the
+steps; each runs every stage once per shard:
 
     ForwardLayers:  for each layer 1..L in order, its shards side by side:
                     ForwardLinear, then Activation
     Loss
     BackwardLayers: for each layer L..1 in order, its shards side by side: Backward
     UpdateShards:   every (layer, shard) side by side: Update
-    Commit
+    Commit          (at an epoch's last batch it also closes the epoch)
+
+statemachine/training.asl.json is the truth of this order. The direct engine and the tests walk
+`calls` instead of the definition, so a test derives the same calls from the definition itself
+(tests/unit/test_state_machine.py) and they cannot drift apart.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,18 +44,24 @@ class Call:
     fields: dict[str, int]
 
 
-# An epoch is a list of steps run one after the other; a step is a list of lanes that may run
+# A step is a list of phases run one after the other; a phase is a list of lanes that may run
 # side by side (a Map's iterations); a lane is a list of calls run one after the other.
 Lane = list[Call]
-Step = list[Lane]
+Phase = list[Lane]
 
 
 def shard_count(p: Parameters) -> int:
     return sum(len(p.shards(layer)) for layer in range(1, p.layers + 1))
 
 
-def events_per_epoch(p: Parameters) -> int:
-    """History events of one fault-free epoch: a Task is 5 events, a Map 4 plus 2 per
+def batches_per_epoch(p: Parameters, examples: int) -> int:
+    """B, the mini-batches of an epoch over `examples` training examples (1 without)."""
+    size = p.training.batch_size
+    return 1 if size is None else max(1, math.ceil(examples / size))
+
+
+def events_per_step(p: Parameters) -> int:
+    """History events of one fault-free step: a Task is 5 events, a Map 4 plus 2 per
     iteration, a Choice 2. With L layers and S shards in all: Choice 2, ForwardLayers
     4 + sum(6 + 12 s_l), Loss 5, BackwardLayers 4 + sum(6 + 7 s_l), UpdateShards 4 + 7 S,
     Commit 5; that is 24 + 12 L + 26 S. Two runs of different lengths check it exactly
@@ -58,13 +69,13 @@ def events_per_epoch(p: Parameters) -> int:
     return 24 + 12 * p.layers + 26 * shard_count(p)
 
 
-def epochs_per_execution(p: Parameters) -> int:
-    return max(1, (EXECUTION_EVENT_BUDGET - EXECUTION_FIXED_EVENTS) // events_per_epoch(p))
+def steps_per_execution(p: Parameters) -> int:
+    return max(1, (EXECUTION_EVENT_BUDGET - EXECUTION_FIXED_EVENTS) // events_per_step(p))
 
 
 def check_fits(p: Parameters) -> None:
-    """Refuse a network of which not even one epoch fits one execution's event budget."""
-    needed = events_per_epoch(p) + EXECUTION_FIXED_EVENTS
+    """Refuse a network of which not even one step fits one execution's event budget."""
+    needed = events_per_step(p) + EXECUTION_FIXED_EVENTS
     if needed <= EXECUTION_EVENT_BUDGET:
         return
     fits = next(
@@ -77,7 +88,7 @@ def check_fits(p: Parameters) -> None:
     )
     hint = f'; "neurons_per_task": {fits} would fit' if fits else ""
     raise ParametersError(
-        f"one epoch of this network is {shard_count(p)} shards, {needed} history events: over "
+        f"one step of this network is {shard_count(p)} shards, {needed} history events: over "
         f"the {EXECUTION_EVENT_BUDGET}-event budget of one execution (Step Functions fails an "
         f"execution at {MAX_HISTORY_EVENTS}){hint}"
     )
@@ -88,47 +99,57 @@ def _events_with(p: Parameters, neurons_per_task: int) -> int:
     return 24 + 12 * p.layers + 26 * shards
 
 
-def plan(p: Parameters, run_id: str, epoch: int) -> dict[str, Any]:
-    """What the state machine loops over, from `epoch` to `chunk_end` in this execution: small,
+def position(step: int, batches: int) -> dict[str, int]:
+    """Where step k is: {"epoch", "batch", "step"}."""
+    epoch, batch = divmod(step, batches)
+    return {"epoch": epoch, "batch": batch, "step": step}
+
+
+def plan(p: Parameters, run_id: str, step: int, batches: int = 1) -> dict[str, Any]:
+    """What the state machine loops over, from `step` to `chunk_end` in this execution: small,
     so it travels in the execution's state."""
     layers = range(1, p.layers + 1)
     forward = [{"layer": n, "shards": [s.index for s in p.shards(n)]} for n in layers]
+    steps = p.epochs * batches
     return {
         "run_id": run_id,
         "epochs": p.epochs,
-        "chunk_end": min(p.epochs, epoch + epochs_per_execution(p)),
-        "progress": {"epoch": epoch},
+        "batches": batches,
+        "steps": steps,
+        "chunk_end": min(steps, step + steps_per_execution(p)),
+        "progress": {**position(step, batches), "stopped": False},
         "forward": forward,
         "backward": forward[::-1],
         "update": [{"layer": n, "shard": s.index} for n in layers for s in p.shards(n)],
     }
 
 
-def epoch_steps(plan: dict[str, Any], epoch: int) -> list[Step]:
-    """The calls of one epoch, in the state machine's order (see the module's docstring)."""
+def calls(plan: dict[str, Any], epoch: int, batch: int = 0) -> list[Phase]:
+    """The calls of one step, in the state machine's order (see the module's docstring)."""
+    at = {"epoch": epoch, "batch": batch}
 
-    def at(layer: int, shard: int) -> dict[str, int]:
-        return {"epoch": epoch, "layer": layer, "shard": shard}
+    def shard(layer: int, index: int) -> dict[str, int]:
+        return {**at, "layer": layer, "shard": index}
 
-    steps: list[Step] = []
+    phases: list[Phase] = []
     for item in plan["forward"]:
-        steps.append(
+        layer = item["layer"]
+        phases.append(
             [
-                [
-                    Call("forward_linear", at(item["layer"], s)),
-                    Call("activation", at(item["layer"], s)),
-                ]
+                [Call("forward_linear", shard(layer, s)), Call("activation", shard(layer, s))]
                 for s in item["shards"]
             ]
         )
-    steps.append([[Call("loss", {"epoch": epoch})]])
+    phases.append([[Call("loss", dict(at))]])
     for item in plan["backward"]:
-        steps.append([[Call("backward", at(item["layer"], s))] for s in item["shards"]])
-    steps.append([[Call("update", at(item["layer"], item["shard"]))] for item in plan["update"]])
-    steps.append([[Call("commit", {"epoch": epoch})]])
-    return steps
+        phases.append([[Call("backward", shard(item["layer"], s))] for s in item["shards"]])
+    phases.append(
+        [[Call("update", shard(item["layer"], item["shard"]))] for item in plan["update"]]
+    )
+    phases.append([[Call("commit", dict(at))]])
+    return phases
 
 
-def calls_in_order(steps: list[Step]) -> list[Call]:
+def calls_in_order(phases: list[Phase]) -> list[Call]:
     """The calls as one engine that runs one at a time makes them: lanes in shard order."""
-    return [call for step in steps for lane in step for call in lane]
+    return [call for phase in phases for lane in phase for call in lane]

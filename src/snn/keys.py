@@ -3,19 +3,26 @@
     uploads/{sha256}/{file}                              inputs, content-addressed (h5 files,
                                                          pictures); a run's data never changes
     runs/{run_id}/parameters.json                        the network, as validated
-    runs/{run_id}/data/{split}_{x|y}.npy                 the preprocessed data set (Init)
+    runs/{run_id}/data/{split}_{x|y}.npy                 the preprocessed data set (Init):
+                                                         train, valid (if held out), test
     runs/{run_id}/neurons/epoch{e:07d}/layer{l:03d}/shard{s:05d}.npy
                                                          per-neuron statistics, sampled epochs
     runs/{run_id}/model.npz, neurons.npz                 the trained model; all neuron statistics
-    scratch/{run_id}/epoch/{e:07d}/{name}/layer{l:03d}/shard{s:05d}.npy
-                                                         W, b: the weights *entering* epoch e;
-                                                         Z, A, dW, db, dA_prev: epoch e's work
-    scratch/{run_id}/epoch/{e:07d}/dAL.npy               d cost / d A[L] of epoch e
+    scratch/{run_id}/step/{k:09d}/{name}/layer{l:03d}/shard{s:05d}.npy
+                                                         W, b: the weights *entering* step k;
+                                                         vW, vb, sW, sb: the optimizer's state
+                                                         entering step k (momentum, RMSprop,
+                                                         Adam); Z, A, dW, db, dA_prev: step k's
+                                                         work
+    scratch/{run_id}/step/{k:09d}/dAL.npy                d cost / d A[L] of step k
+
+A step is one gradient step, on one mini-batch: step k = epoch e, batch b, with k = e B + b for B
+batches an epoch. Without mini-batches there is one batch an epoch, and step k is epoch k.
 
 `runs/` holds what a run needs to its end and what it leaves behind; nothing there expires while
-a run lives. `scratch/` is each epoch's work: Commit deletes an epoch once the next two exist
-(keeping a checkpoint every few hundred epochs), and on AWS a lifecycle rule on `scratch/`
-clears what an abandoned run left.
+a run lives. `scratch/` is each step's work: Commit deletes a step once the next two exist
+(keeping a checkpoint every few hundred, and the best epoch's weights when the run watches a
+validation set), and on AWS a lifecycle rule on `scratch/` clears what an abandoned run left.
 
 The run table (hash key run_id, range key entry):
 
@@ -44,9 +51,10 @@ from snn.errors import EventError
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,59}")
 EXECUTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 UPLOAD_KEY = re.compile(r"uploads/([0-9a-f]{64})/([\w.-]{1,100})")
-MATRIX_NAMES = ("W", "b", "Z", "A", "dW", "db", "dA_prev")
-SPLITS = ("train", "test")
+MATRIX_NAMES = ("W", "b", "Z", "A", "dW", "db", "dA_prev", "vW", "vb", "sW", "sb")
+SPLITS = ("train", "valid", "test")
 MAX_INDEX = 9_999_999
+MAX_STEP = 999_999_999
 
 
 def check_run_id(run_id: Any) -> str:
@@ -59,8 +67,8 @@ def check_run_id(run_id: Any) -> str:
     return run_id
 
 
-def check_index(name: str, value: Any, low: int = 0) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= MAX_INDEX:
+def check_index(name: str, value: Any, low: int = 0, high: int = MAX_INDEX) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise EventError(f"invalid {name} {value!r}: expected a whole number >= {low}")
     return value
 
@@ -74,9 +82,11 @@ def check_execution_name(name: Any) -> str:
 # --- executions ----------------------------------------------------------------------------------
 
 
-def execution_name(run_id: str, epoch: int) -> str:
-    """The execution that carries a run on from `epoch` (continue-as-new)."""
-    return f"{check_run_id(run_id)}-e{check_index('epoch', epoch):07d}"
+def execution_name(run_id: str, epoch: int, batch: int = 0) -> str:
+    """The execution that carries a run on from `epoch` (and mini-batch `batch` of it):
+    continue-as-new."""
+    name = f"{check_run_id(run_id)}-e{check_index('epoch', epoch):07d}"
+    return name if batch == 0 else f"{name}b{check_index('batch', batch, high=99_999):05d}"
 
 
 def resumed_execution_name(run_id: str, stamp: int) -> str:
@@ -96,8 +106,17 @@ def cost_entry(epoch: int) -> str:
     return f"cost#{check_index('epoch', epoch):07d}"
 
 
-def epoch_of_entry(entry: str) -> int:
-    return int(entry.removeprefix("cost#"))
+def loss_entry(step: int) -> str:
+    return f"loss#{check_index('step', step, high=MAX_STEP):09d}"
+
+
+def validation_entry(epoch: int) -> str:
+    return f"valid#{check_index('epoch', epoch):07d}"
+
+
+def number_of_entry(entry: str) -> int:
+    """The epoch or step an entry is of: cost#0000042 -> 42."""
+    return int(entry.split("#", 1)[1])
 
 
 def item_key(run_id: str, entry: str = RUN_ENTRY) -> dict[str, Any]:
@@ -157,24 +176,24 @@ def model_key(run_id: str) -> str:
     return f"{run_prefix(run_id)}model.npz"
 
 
-# --- each epoch's work ---------------------------------------------------------------------------
+# --- each step's work ---------------------------------------------------------------------------
 
 
 def scratch_prefix(run_id: str) -> str:
     return f"scratch/{check_run_id(run_id)}/"
 
 
-def epoch_prefix(run_id: str, epoch: int) -> str:
-    return f"{scratch_prefix(run_id)}epoch/{check_index('epoch', epoch):07d}/"
+def step_prefix(run_id: str, step: int) -> str:
+    return f"{scratch_prefix(run_id)}step/{check_index('step', step, high=MAX_STEP):09d}/"
 
 
-def matrix_key(run_id: str, epoch: int, name: str, layer: int, shard: int) -> str:
+def matrix_key(run_id: str, step: int, name: str, layer: int, shard: int) -> str:
     if name not in MATRIX_NAMES:
         raise ValueError(f"unknown matrix {name!r}")
     layer = check_index("layer", layer, 1)
     shard = check_index("shard", shard)
-    return f"{epoch_prefix(run_id, epoch)}{name}/layer{layer:03d}/shard{shard:05d}.npy"
+    return f"{step_prefix(run_id, step)}{name}/layer{layer:03d}/shard{shard:05d}.npy"
 
 
-def output_gradient_key(run_id: str, epoch: int) -> str:
-    return f"{epoch_prefix(run_id, epoch)}dAL.npy"
+def output_gradient_key(run_id: str, step: int) -> str:
+    return f"{step_prefix(run_id, step)}dAL.npy"

@@ -139,6 +139,20 @@ def cost(AL: Array, Y: Array) -> float:
     return float(np.squeeze(c))
 
 
+def summed_cost(AL: Array, Y: Array) -> float:
+    """The cross-entropy summed over the examples of a mini-batch: sum(-Y log(AL) - (1 - Y)
+    log(1 - AL)). An epoch's cost is the sum of its batches' summed costs divided by m."""
+    logprobs = np.multiply(-np.log(AL), Y) + np.multiply(-np.log(1 - AL), 1 - Y)
+    return float(np.sum(logprobs))
+
+
+def l2_cost(weights: Sequence[Array], l2: float, m: int) -> float:
+    """L2 regularisation's share of the cost: (1/m) * (l2/2) * the sum of every weight squared,
+    over the layers in order (m: the examples the cost is over)."""
+    squares = sum(float(np.sum(np.square(W))) for W in weights)
+    return (1.0 / m) * (l2 / 2) * squares
+
+
 def cost_gradient(AL: Array, Y: Array) -> Array:
     """dA[L] = d cost / d A[L] = -(Y / AL - (1 - Y) / (1 - AL))."""
     return -(np.divide(Y, AL) - np.divide(1 - Y, 1 - AL))
@@ -148,9 +162,10 @@ def cost_gradient(AL: Array, Y: Array) -> Array:
 
 
 def linear_backward(
-    dZ: Array, A_prev: Array, W: Array, with_dA_prev: bool = True
+    dZ: Array, A_prev: Array, W: Array, with_dA_prev: bool = True, l2: float = 0.0
 ) -> tuple[Array, Array, Array | None]:
-    """Gradients of the linear step: dW = dZ . A_prev.T / m, db = mean of dZ, dA_prev = W.T . dZ.
+    """Gradients of the linear step: dW = dZ . A_prev.T / m (+ (l2/m) W with L2
+    regularisation), db = mean of dZ, dA_prev = W.T . dZ.
 
     For a shard of neurons, dA_prev is that shard's *partial* contribution; the full dA_prev is
     the sum of the partials of every shard of the layer (see `sum_partials`). The first layer's
@@ -159,6 +174,8 @@ def linear_backward(
     """
     m = A_prev.shape[1]
     dW = 1.0 / m * np.dot(dZ, A_prev.T)
+    if l2:
+        dW = dW + (l2 / m) * W
     db = 1.0 / m * np.sum(dZ, axis=1, keepdims=True)
     dA_prev = np.dot(W.T, dZ) if with_dA_prev else None
     return dW, db, dA_prev
@@ -173,12 +190,80 @@ def sum_partials(partials: Sequence[Array]) -> Array:
     return total
 
 
-# --- update and prediction -----------------------------------------------------------------------
+# --- update: gradient descent and its refinements ------------------------------------------------
 
 
 def update(W: Array, b: Array, dW: Array, db: Array, learning_rate: float) -> tuple[Array, Array]:
     """One step of gradient descent."""
     return W - learning_rate * dW, b - learning_rate * db
+
+
+def momentum(
+    P: Array, dP: Array, v: Array, learning_rate: float, beta: float
+) -> tuple[Array, Array]:
+    """Gradient descent with momentum, for one parameter P (a W or a b) and its velocity v:
+    v = beta v + (1 - beta) dP;  P = P - lr v.        Returns (P, v)."""
+    v = beta * v + (1 - beta) * dP
+    return P - learning_rate * v, v
+
+
+def rmsprop(
+    P: Array, dP: Array, s: Array, learning_rate: float, beta: float, epsilon: float
+) -> tuple[Array, Array]:
+    """RMSprop: s = beta s + (1 - beta) dP^2;  P = P - lr dP / (sqrt(s) + epsilon).
+    Returns (P, s)."""
+    s = beta * s + (1 - beta) * np.power(dP, 2)
+    return P - learning_rate * dP / (np.sqrt(s) + epsilon), s
+
+
+def adam(
+    P: Array,
+    dP: Array,
+    v: Array,
+    s: Array,
+    t: int,
+    learning_rate: float,
+    beta1: float,
+    beta2: float,
+    epsilon: float,
+) -> tuple[Array, Array, Array]:
+    """Adam, at update step t (counted from 1):
+    v = beta1 v + (1 - beta1) dP;    v_hat = v / (1 - beta1^t)
+    s = beta2 s + (1 - beta2) dP^2;  s_hat = s / (1 - beta2^t)
+    P = P - lr v_hat / (sqrt(s_hat) + epsilon).       Returns (P, v, s)."""
+    v = beta1 * v + (1 - beta1) * dP
+    v_hat = v / (1 - beta1**t)
+    s = beta2 * s + (1 - beta2) * np.power(dP, 2)
+    s_hat = s / (1 - beta2**t)
+    return P - learning_rate * v_hat / (np.sqrt(s_hat) + epsilon), v, s
+
+
+def decayed_learning_rate(learning_rate: float, rate: float, every: int, epoch: int) -> float:
+    """The learning rate of an epoch under scheduled decay: lr / (1 + rate floor(epoch / every))."""
+    return learning_rate / (1 + rate * np.floor(epoch / every))
+
+
+# --- mini-batches --------------------------------------------------------------------------------
+
+
+def validation_split(m: int, fraction: float, seed: int) -> tuple[Array, Array]:
+    """(training columns, validation columns) of m examples: round(fraction m) of them (at least
+    one, at most m - 1), drawn by a permutation from numpy's legacy generator seeded with
+    `seed`, held out; both kept in their original order."""
+    held = min(m - 1, max(1, round(fraction * m)))
+    order = np.random.RandomState(seed).permutation(m)
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+def batch_columns(m: int, batch_size: int, seed: int) -> list[Array]:
+    """The examples of each mini-batch of an epoch, as column indices: a permutation of 0..m-1
+    from numpy's legacy generator seeded with `seed`, cut in order into batches of batch_size
+    (the last one smaller when m is not a multiple)."""
+    order = np.random.RandomState(seed).permutation(m)
+    return [order[k : k + batch_size] for k in range(0, m, batch_size)]
+
+
+# --- prediction ----------------------------------------------------------------------------------
 
 
 def predict(AL: Array) -> Array:

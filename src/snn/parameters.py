@@ -8,19 +8,22 @@ The seed's format, accepted exactly as it is:
      "learning_rate": 0.0075}
 
 Optional fields, whose defaults keep the seed's behaviour: `seed` (1), `initialization`
-("scaled"), `neurons_per_task` (1: one Lambda invocation per neuron).
+("scaled"), `neurons_per_task` (1: one Lambda invocation per neuron), and how the network learns
+(mini-batches, optimizer, L2, learning-rate decay, validation, early stopping: `snn.training`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from snn import training
 from snn.errors import ParametersError
 from snn.network import ACTIVATIONS, INITIALIZATIONS
+from snn.training import Training
 
 REQUIRED = ("epochs", "layers", "activations", "neurons", "learning_rate")
 OPTIONAL = {"seed": 1, "initialization": "scaled", "neurons_per_task": 1}
@@ -50,6 +53,7 @@ class Parameters:
     seed: int = 1
     initialization: str = "scaled"
     neurons_per_task: int = 1
+    training: Training = field(default_factory=Training)
 
     # --- the seed's format ----------------------------------------------------------------------
 
@@ -84,9 +88,10 @@ class Parameters:
     def to_dict(self) -> dict[str, Any]:
         """The seed's format again (plus the optional fields), so the file round-trips."""
         d = asdict(self)
+        del d["training"]
         d["activations"] = {f"layer{i}": a for i, a in enumerate(self.activations, 1)}
         d["neurons"] = {f"layer{i}": n for i, n in enumerate(self.neurons, 1)}
-        return d
+        return {**d, **self.training.to_dict()}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -155,13 +160,15 @@ def _validate(raw: Any) -> Parameters:
     missing = [k for k in REQUIRED if k not in raw]
     if missing:
         raise ParametersError("missing required field(s): " + ", ".join(f'"{k}"' for k in missing))
-    unknown = [k for k in raw if k not in REQUIRED and k not in OPTIONAL]
+    unknown = [
+        k for k in raw if k not in REQUIRED and k not in OPTIONAL and k not in training.FIELDS
+    ]
     if unknown:
         raise ParametersError(
             "unknown field(s): "
             + ", ".join(f'"{k}"' for k in unknown)
             + " (allowed: "
-            + ", ".join([*REQUIRED, *OPTIONAL])
+            + ", ".join([*REQUIRED, *OPTIONAL, *training.FIELDS])
             + ")"
         )
 
@@ -223,6 +230,7 @@ def _validate(raw: Any) -> Parameters:
         seed=seed,
         initialization=init,
         neurons_per_task=per_task,
+        training=training.parse(raw),
     )
     from snn.epoch import check_fits
 

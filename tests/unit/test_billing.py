@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from snn import billing
-from snn.asl import INLINE_MAP_CONCURRENCY, Counts, DefinitionError, EpochPath, epoch_path
+from snn.asl import INLINE_MAP_CONCURRENCY, Counts, DefinitionError, StepPath, step_path
 from snn.billing import (
     LATENCY_SOURCES,
     Latencies,
@@ -47,8 +47,8 @@ def network(neurons: tuple[int, ...], per_task: int = 1, epochs: int = 10) -> Pa
     )
 
 
-def path_of(p: Parameters) -> EpochPath:
-    return epoch_path(DEFINITION, plan(p, "bill", 0))
+def path_of(p: Parameters) -> StepPath:
+    return step_path(DEFINITION, plan(p, "bill", 0))
 
 
 def test_from_runs_splits_per_run_per_epoch_and_per_sample() -> None:
@@ -174,15 +174,15 @@ def test_max_concurrency_one_runs_items_one_after_the_other() -> None:
             },
         },
     }
-    walked = epoch_path(definition, {"a": [1, 2, 3], "b": list(range(12))})
+    walked = step_path(definition, {"a": [1, 2, 3], "b": list(range(12))})
     # Choice; InOrder: the Map and 3 tasks in turn; Five: the Map and ceil(12 / 5) = 3 waves
     assert walked.critical == Counts(states=1 + (1 + 3) + (1 + 3), invocations=6)
     assert walked.total == Counts(states=1 + 4 + 13, invocations=15)
     assert walked.waves == 3
     with pytest.raises(DefinitionError, match="not in the state's input"):
-        epoch_path(definition, {"a": [1]})
-    with pytest.raises(DefinitionError, match="one loop over the epochs"):
-        epoch_path({"States": {"T": {**task}}}, {})
+        step_path(definition, {"a": [1]})
+    with pytest.raises(DefinitionError, match="one loop over the steps"):
+        step_path({"States": {"T": {**task}}}, {})
 
 
 def test_the_wall_time_by_hand() -> None:

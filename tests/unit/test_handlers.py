@@ -80,6 +80,8 @@ def epoch_bad_events(good: dict[str, Any], p: Parameters) -> dict[str, Any]:
         "epoch == epochs": {**good, "epoch": p.epochs},
         "epoch far beyond": {**good, "epoch": 10**7},
         "epoch not reached": {**good, "epoch": 1},
+        "batch beyond the epoch's": {**good, "batch": 1},
+        "string batch": {**good, "batch": "0"},
         "negative epoch": {**good, "epoch": -1},
         "string epoch": {**good, "epoch": "0"},
         "bool epoch": {**good, "epoch": False},
@@ -134,8 +136,8 @@ def test_shard_stage(st: Any, synthetic_dir: Path, params: Parameters, stage: st
     layer, shard = good["layer"], good["shard"]
     s = params.shard(layer, shard)
 
-    def key(name: str, epoch: int = 0) -> str:
-        return keys.matrix_key(RUN, epoch, name, layer, shard)
+    def key(name: str, step: int = 0) -> str:
+        return keys.matrix_key(RUN, step, name, layer, shard)
 
     if stage == "forward_linear":
         assert written == [key("Z")]
@@ -269,8 +271,9 @@ def test_commit(st: Any, synthetic_dir: Path, params: Parameters) -> None:
     good = prepare(st, synthetic_dir, params, "commit")
     snap = Snapshot(st)
     expect_rejections(snap, "commit", common_bad_events(good) | epoch_bad_events(good, params))
-    assert handler("commit")(good, None) == {"epoch": 1}
-    assert st.runs.get(RUN)["committed_epoch"] == 1
+    assert handler("commit")(good, None) == {"epoch": 1, "batch": 0, "step": 1, "stopped": False}
+    record = st.runs.get(RUN)
+    assert (record["committed_epoch"], record["committed_step"]) == (1, 1)
 
 
 def test_evaluate(st: Any, synthetic_dir: Path, params: Parameters) -> None:
@@ -322,7 +325,7 @@ def test_evaluate_reads_the_neuron_statistics_side_by_side(
     shards = [len(params.shards(layer)) for layer in (1, 2)]
     assert batches == [len(sampled) * n for n in shards]
     stats = [k for k in gets if "/neurons/" in k]
-    weights = [k for k in gets if "/epoch/" in k]
+    weights = [k for k in gets if "/step/" in k]
     assert len(stats) == len(sampled) * sum(shards)
     assert len(weights) == 2 * sum(shards)  # W and b of every shard, entering the last epoch
 
@@ -395,6 +398,7 @@ def continue_event(st: Any, run_id: str, machine: str, epoch: int = 0) -> dict[s
     return {
         "run_id": run_id,
         "epoch": epoch,
+        "batch": 0,
         "execution_name": record["execution"],
         "state_machine_arn": machine,
         "execution_input": {
@@ -513,9 +517,9 @@ def test_every_stage_is_idempotent(
         for stage, event in epoch_events(plan, epoch):
             result = twice(stage, event)
             if stage == "commit":
-                assert result == {"epoch": epoch + 1}
+                assert result == {"epoch": epoch + 1, "batch": 0, "step": epoch + 1, "stopped": False}
                 assert st.runs.get(RUN)["committed_epoch"] == epoch + 1  # advanced once
-    assert not any(k.startswith(keys.epoch_prefix(RUN, 1)) for k in snap()[0])
+    assert not any(k.startswith(keys.step_prefix(RUN, 1)) for k in snap()[0])
     twice("evaluate", {"run_id": RUN})
     twice("record_failure", {"run_id": RUN, "execution_name": RUN, "error": "E", "cause": "C"})
 
@@ -537,7 +541,7 @@ def test_events_out_of_order_change_nothing(
     plan = handler("init")({**create_run(st, RUN, p, synthetic_dir), "execution_name": RUN}, None)
     snap = Snapshot(st)
     steps = list(epoch_events(plan, 0))
-    commit0 = {"run_id": RUN, "epoch": 0}
+    commit0 = {"run_id": RUN, "epoch": 0, "batch": 0}
     for stage, event in steps[: [s for s, _ in steps].index("update")]:
         handler(stage)(event, None)
 
@@ -552,13 +556,13 @@ def test_events_out_of_order_change_nothing(
     first_shard_update = next(e for s, e in steps if s == "update")
     handler("update")(first_shard_update, None)
     refused("commit", commit0)  # some next weights, not all
-    refused("forward_linear", {"run_id": RUN, "epoch": 1, "layer": 1, "shard": 0})
+    refused("forward_linear", {"run_id": RUN, "epoch": 1, "batch": 0, "layer": 1, "shard": 0})
     for stage, event in steps:
         if stage in ("update", "commit"):
             handler(stage)(event, None)
     refused("update", first_shard_update)  # a late replay of a committed epoch's stage
-    refused("loss", {"run_id": RUN, "epoch": 0})
-    refused("commit", {"run_id": RUN, "epoch": 2})
+    refused("loss", {"run_id": RUN, "epoch": 0, "batch": 0})
+    refused("commit", {"run_id": RUN, "epoch": 2, "batch": 0})
     run_events(plan, range(1, p.epochs))
     handler("evaluate")({"run_id": RUN}, None)
     reference = direct.train(spec(p, synthetic_dir, RUN))
@@ -590,7 +594,7 @@ def test_a_loss_that_would_record_another_cost_is_refused(
     handler("loss")(good, None)
     st.runs.client.put_item(  # the cost item, as if another computation had written it
         TableName=st.table,
-        Item={**keys.item_key(RUN, keys.cost_entry(0)), "cost": {"S": "0.5"}},
+        Item={**keys.item_key(RUN, keys.cost_entry(0)), "value": {"S": "0.5"}},
     )
-    with pytest.raises(EventError, match="already has cost"):
+    with pytest.raises(EventError, match=r"cost#0000000 is already 0\.5"):
         handler("loss")(good, None)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from snn import asl
-from snn.epoch import epoch_steps, plan
+from snn.epoch import calls, plan
 from snn.template import Template
 from tests.helpers import ROOT, network, reference, three_layers
 
@@ -52,8 +52,11 @@ TASKS = [(p, s) for p, s in all_states(DEFINITION["States"]) if s["Type"] == "Ta
 @pytest.mark.parametrize("epoch", [0, 2])
 def test_the_epoch_the_engines_walk_is_the_definitions(p: Any, epoch: int) -> None:
     the_plan = plan(p, "r", epoch)
-    walked = asl.epoch_path(DEFINITION, the_plan)
-    assert walked.steps == epoch_steps(the_plan, epoch)
+    walked = asl.step_path(DEFINITION, the_plan)
+    assert walked.phases == calls(the_plan, epoch)
+    # with mini-batches: step 3 epoch + 2 is batch 2 of epoch `epoch`
+    batched = plan(p, "r", 3 * epoch + 2, batches=3)
+    assert asl.step_path(DEFINITION, batched).phases == calls(batched, epoch, 2)
     # and the calls are every stage of every shard: forward twice, backward and update once
     shards = sum(len(p.shards(layer)) for layer in range(1, p.layers + 1))
     assert walked.total.invocations == 4 * shards + 2
@@ -66,10 +69,10 @@ def test_the_walk_follows_an_edited_definition() -> None:
     states["Loss"]["Next"], states["BackwardLayers"]["Next"] = "UpdateShards", "Commit"
     states["UpdateShards"]["Next"] = "BackwardLayers"
     p = three_layers(neurons_per_task=2)
-    steps = asl.epoch_path(edited, plan(p, "r", 0)).steps
-    stages = [lane[0].stage for step in steps for lane in step[:1]]
+    phases = asl.step_path(edited, plan(p, "r", 0)).phases
+    stages = [lane[0].stage for phase in phases for lane in phase[:1]]
     assert stages.index("update") < stages.index("backward")
-    assert steps != epoch_steps(plan(p, "r", 0), 0)
+    assert phases != calls(plan(p, "r", 0), 0)
 
 
 def test_every_task_retries_the_same_lambda_errors() -> None:

@@ -379,7 +379,7 @@ def run(args: argparse.Namespace) -> int:
     from rich import box
     from rich.table import Table
 
-    from snn.asl import INLINE_MAP_CONCURRENCY, epoch_path
+    from snn.asl import INLINE_MAP_CONCURRENCY, step_path
     from snn.billing import LATENCY_SOURCES, estimate, project_wall_time
     from snn.cli import err, out
     from snn.epoch import plan
@@ -400,7 +400,7 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.template).is_file():
         raise BillError(f"{args.template}: no such template (run from the project folder)")
     prices = _prices(args, args.template)
-    path = epoch_path(
+    path = step_path(
         Template.load(args.template).definition_document(), plan(p.with_epochs(epochs), "bill", 0)
     )
 

@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import time
 
-from snn import blas, keys, stages
+from snn import blas, stages
 from snn.data import read_h5_pair
-from snn.engines import RunSpec
-from snn.epoch import Call, calls_in_order, epoch_steps
+from snn.engines import RunSpec, results
+from snn.epoch import Call, calls, calls_in_order
 from snn.errors import EventError, RunFailed
 from snn.report import RunResult
-from snn.stores import MemoryRunTable, MemoryStore, costs_in_order
+from snn.stores import MemoryRunTable, MemoryStore
 from snn.uploads import data_keys
 
 
 def _where(call: Call) -> str:
     """Where a stage failed, as the other engines say it (from the execution history)."""
     state = "".join(part.title() for part in call.stage.split("_"))
-    rest = [f"{k} {call.fields[k]}" for k in ("layer", "shard") if k in call.fields]
+    rest = [
+        f"{k} {call.fields[k]}"
+        for k in ("batch", "layer", "shard")
+        if k in call.fields and (k != "batch" or call.fields[k])
+    ]
     return f"at epoch {call.fields['epoch']} in {state}" + (f" ({', '.join(rest)})" if rest else "")
 
 
@@ -31,28 +35,22 @@ def train(spec: RunSpec) -> RunResult:
     ctx = stages.Context(MemoryStore(), MemoryRunTable())
     dataset = read_h5_pair(spec.data_dir)
     plan = stages.init(ctx, run_id, p, dataset, data_keys(spec.data_dir))
-    for epoch in range(plan["progress"]["epoch"], p.epochs):
-        for call in calls_in_order(epoch_steps(plan, epoch)):
+    batches = plan["batches"]
+    for k in range(plan["progress"]["step"], plan["steps"]):
+        epoch, batch = divmod(k, batches)
+        stopped = False
+        for call in calls_in_order(calls(plan, epoch, batch)):
             try:
-                result = stages.EPOCH_STAGES[call.stage](ctx, run_id, **call.fields)
+                result = stages.STEP_STAGES[call.stage](ctx, run_id, **call.fields)
             except EventError as exc:
                 raise RunFailed(
                     f"run {run_id} failed {_where(call)}: {type(exc).__name__}: {exc}"
                 ) from None
-            if call.stage == "loss":
-                cost = result["cost"]
-        spec.epoch_done(epoch, cost)
-    evaluation = stages.evaluate(ctx, run_id)
-    record = ctx.runs.get(run_id) or {}
-    return RunResult(
-        run_id=run_id,
-        engine="direct",
-        parameters=p.to_dict(),
-        costs=costs_in_order(record),
-        weights=stages.final_weights(ctx, run_id),
-        train_accuracy=evaluation["train_accuracy"],
-        test_accuracy=evaluation["test_accuracy"],
-        confusion_matrix=evaluation["confusion_matrix"],
-        wall_seconds=time.perf_counter() - start,
-        neurons=ctx.store.get_bytes(keys.neurons_key(run_id)),
-    )
+            if call.stage == "commit":
+                stopped = result["stopped"]
+        if batch == batches - 1:
+            spec.epoch_done(epoch, ctx.runs.costs(run_id, range(epoch, epoch + 1))[epoch])
+        if stopped:
+            break
+    stages.evaluate(ctx, run_id)
+    return results.collect(ctx.store, ctx.runs, run_id, "direct", time.perf_counter() - start)

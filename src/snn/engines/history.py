@@ -30,9 +30,13 @@ def execution_stats(events: Events) -> dict[str, int]:
     }
 
 
+LOOP = "StepsLeft?"
+
+
 def epoch_span(events: Events) -> tuple[int | None, int | None]:
-    """The first and last epoch an execution trained, from its history: Init's plan, and the
-    epoch the last `EpochsLeft?` choice saw (the run's committed epoch at that point)."""
+    """The first and last epoch an execution trained (a part of, with mini-batches), from its
+    history: Init's plan, and the position the last `StepsLeft?` choice saw (the run's
+    committed step at that point)."""
     first = last = None
     for e in events:
         exited = e.get("stateExitedEventDetails")
@@ -40,9 +44,10 @@ def epoch_span(events: Events) -> tuple[int | None, int | None]:
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 first = json.loads(exited["output"])["progress"]["epoch"]
         entered = e.get("stateEnteredEventDetails")
-        if entered and entered["name"] == "EpochsLeft?":
+        if entered and entered["name"] == LOOP:
             with contextlib.suppress(ValueError, KeyError, TypeError):
-                last = json.loads(entered["input"])["progress"]["epoch"] - 1
+                progress = json.loads(entered["input"])["progress"]
+                last = progress["epoch"] - (1 if progress.get("batch", 0) == 0 else 0)
     return first, last
 
 
@@ -75,7 +80,7 @@ class Failure:
         place = ""
         if self.state:
             at = self.where or {}
-            parts = [f"{k} {at[k]}" for k in ("layer", "shard") if k in at]
+            parts = [f"{k} {at[k]}" for k in ("batch", "layer", "shard") if k in at]
             place = f" at epoch {at['epoch']}" if "epoch" in at else ""
             place += f" in {self.state}" + (f" ({', '.join(parts)})" if parts else "")
         return f"run {run_id} failed{place}: {self.error}: {self.message}"
@@ -140,4 +145,11 @@ def _where(task_input: str) -> dict[str, int]:
         return {}
     if isinstance(data.get("progress"), dict):  # a top-level state's input carries the plan
         data = {**data, "epoch": data["progress"].get("epoch")}
-    return {k: data[k] for k in ("epoch", "layer", "shard") if isinstance(data.get(k), int)}
+    if isinstance(data.get("progress"), dict):
+        data = {**data, "batch": data["progress"].get("batch")}
+    found = {
+        k: data[k] for k in ("epoch", "batch", "layer", "shard") if isinstance(data.get(k), int)
+    }
+    if found.get("batch") == 0:  # a run without mini-batches has only batch 0: not worth saying
+        del found["batch"]
+    return found

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from snn import keys
-from snn.errors import RunFailed, SnnError
+from snn.engines import results
+from snn.errors import SnnError
 from snn.parameters import Parameters
-from snn.predict import read_weights
 from snn.report import RunResult
-from snn.stores import DynamoRunTable, S3Store, costs_in_order
+from snn.stores import DynamoRunTable, S3Store
 from snn.uploads import data_uploads
 
 Events = list[dict[str, Any]]
@@ -88,20 +88,4 @@ def collect(
     stack: Stack, run_id: str, engine: str, wall_seconds: float, extra: dict[str, Any]
 ) -> RunResult:
     """The run folder's contents, from a run that has succeeded."""
-    record = stack.runs.get(run_id)
-    if record is None or record.get("status") != "SUCCEEDED":
-        raise RunFailed(f"run {run_id} has not succeeded (status {record and record['status']})")
-    model = stack.store.get_bytes(keys.model_key(run_id))
-    return RunResult(
-        run_id=run_id,
-        engine=engine,
-        parameters=Parameters.from_json(record["parameters"]).to_dict(),
-        costs=costs_in_order(record),
-        weights=read_weights(model, keys.model_key(run_id)),
-        train_accuracy=float(record["train_accuracy"]),
-        test_accuracy=float(record["test_accuracy"]),
-        confusion_matrix={k: int(v) for k, v in record["confusion_matrix"].items()},
-        wall_seconds=wall_seconds,
-        extra=extra,
-        neurons=stack.store.get_bytes(keys.neurons_key(run_id)),
-    )
+    return results.collect(stack.store, stack.runs, run_id, engine, wall_seconds, extra)

@@ -30,6 +30,7 @@ _contexts: dict[tuple[str, str, str | None], stages.Context] = {}
 FIELD_TYPES: dict[str, type] = {
     "run_id": str,
     "epoch": int,
+    "batch": int,
     "layer": int,
     "shard": int,
     "parameters_key": str,
@@ -43,7 +44,10 @@ FIELD_TYPES: dict[str, type] = {
     "image_base64": str,
     "image_key": str,
 }
-LOGGED = ("run_id", "epoch", "layer", "shard", "execution_name")
+LOGGED = ("run_id", "epoch", "batch", "layer", "shard", "execution_name")
+# The fields of a step's events: of Loss and Commit, and of the stages of one shard.
+STEP = ("run_id", "epoch", "batch")
+SHARD = (*STEP, "layer", "shard")
 
 
 class StepFunctionsExecutions:

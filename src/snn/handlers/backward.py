@@ -3,7 +3,7 @@ dW = dZ . A[l-1].T / m, db = mean(dZ) and, for the layers after the first, this 
 dA[l-1] = W.T . dZ. At sampled epochs it also records each neuron's statistics.
 
 Event (events/backward.json):
-    {"run_id": "sample", "epoch": 0, "layer": 1, "shard": 0}
+    {"run_id": "sample", "epoch": 0, "batch": 0, "layer": 1, "shard": 0}
 Result:
     {"dW_norm": 0.0123, "db_norm": 0.0004}
 
@@ -14,10 +14,8 @@ exists (from Loss for the last layer, else from every shard of the next layer).
 from typing import Any
 
 from snn import stages
-from snn.handlers import handle
+from snn.handlers import SHARD, handle
 
 
 def handler(event: Any, context: Any = None) -> dict[str, Any]:
-    return handle(
-        event, ("run_id", "epoch", "layer", "shard"), lambda ctx, e: stages.backward(ctx, **e)
-    )
+    return handle(event, SHARD, lambda ctx, e: stages.backward(ctx, **e))

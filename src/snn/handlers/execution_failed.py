@@ -33,7 +33,7 @@ from snn.errors import EventError
 from snn.handlers import Event, handle
 
 STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
-SUFFIX = re.compile(r"-(e\d{7}|r\d+)$")
+SUFFIX = re.compile(r"-(e\d{7}(b\d{5})?|r\d+)$")
 
 
 def parse(event: Any) -> Event:

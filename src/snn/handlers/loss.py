@@ -1,9 +1,10 @@
-"""Loss: the epoch's cost (binary cross-entropy) and dA of the output layer. The cost is recorded
-in the run table, once (a replay records the same value, never another) and published as the
-CloudWatch metric SNN/Cost (embedded metric format), so the curve can be watched during a run.
+"""Loss: the step's cost (binary cross-entropy) and dA of the output layer. The cost is recorded
+in the run table, once (a replay records the same value, never another): the epoch's cost, or
+with mini-batches the batch's summed cost, which Commit adds up at the epoch's end. It is also
+published as the CloudWatch metric SNN/Cost (embedded metric format), to watch during a run.
 
 Event (events/loss.json):
-    {"run_id": "sample", "epoch": 0}
+    {"run_id": "sample", "epoch": 0, "batch": 0}
 Result:
     {"cost": 0.693049735659989}
 
@@ -17,7 +18,7 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from snn import stages
-from snn.handlers import Event, handle
+from snn.handlers import STEP, Event, handle
 
 metrics = Metrics(namespace="SNN", service="snn")
 
@@ -29,9 +30,10 @@ def _loss(ctx: stages.Context, event: Event) -> dict[str, Any]:
     metrics.add_dimension(name="run_id", value=event["run_id"])
     metrics.add_metric(name="Cost", unit=MetricUnit.NoUnit, value=result["cost"])
     metrics.add_metadata(key="epoch", value=event["epoch"])
+    metrics.add_metadata(key="batch", value=event["batch"])
     metrics.flush_metrics()
     return result
 
 
 def handler(event: Any, context: Any = None) -> dict[str, Any]:
-    return handle(event, ("run_id", "epoch"), _loss)
+    return handle(event, STEP, _loss)

@@ -1,21 +1,22 @@
 """The stages of a training run, each the body of one Lambda function.
 
 A stage checks its preconditions, reads its inputs from the matrix store (objects of its own
-epoch only), calls the maths in `snn.network`, writes new keys, and returns a small dict of keys,
+step only), calls the maths in `snn.network`, writes new keys, and returns a small dict of keys,
 shapes and scalars. The handlers wrap these for S3 and DynamoDB; the direct engine calls them in
 a plain loop on in-memory stores (see `snn.epoch` for the order).
 
 Preconditions, checked before anything is written, so that a replayed, out-of-order or
 conflicting event changes nothing:
-- every stage of epoch e: the run is RUNNING and its committed epoch is e;
-- Commit of epoch e: every shard of epoch e+1's weights exists (a replay of a commit already
-  made is a no-op);
+- every stage of a step (batch b of epoch e): the run is RUNNING and its committed step is that
+  step;
+- Commit of a step: every shard of the next step's weights (and optimizer state) exists (a
+  replay of a commit already made is a no-op);
 - the run's lifecycle (Init, ContinueAsNew, Evaluate, RecordFailure): see `lifecycle`.
 Numbers are checked too: a non-finite result fails the stage (NumericalError) in the epoch
 where it appears, before it is stored.
 """
 
-from snn.stages.context import Context, Executions, finite, layer_matrix
+from snn.stages.context import Context, Executions, Run, Step, finite, layer_matrix
 from snn.stages.lifecycle import (
     confusion_matrix,
     continue_as_new,
@@ -31,6 +32,7 @@ from snn.stages.training import (
     NEURON_STATS,
     activation,
     backward,
+    best_step,
     commit,
     forward_linear,
     is_sampled,
@@ -40,8 +42,8 @@ from snn.stages.training import (
     update,
 )
 
-# The stages by name, as `snn.epoch.Call.stage` and the handler modules name them.
-EPOCH_STAGES = {
+# The stages of a step by name, as `snn.epoch.Call.stage` and the handler modules name them.
+STEP_STAGES = {
     "forward_linear": forward_linear,
     "activation": activation,
     "loss": loss,
@@ -52,13 +54,16 @@ EPOCH_STAGES = {
 
 __all__ = [
     "CHECKPOINT_EVERY",
-    "EPOCH_STAGES",
     "NEURON_SAMPLES",
     "NEURON_STATS",
+    "STEP_STAGES",
     "Context",
     "Executions",
+    "Run",
+    "Step",
     "activation",
     "backward",
+    "best_step",
     "commit",
     "confusion_matrix",
     "continue_as_new",

@@ -3,10 +3,11 @@ RecordFailure. Their preconditions, each checked before anything is written:
 
 - Init: no run yet, or the identical run (same parameters, same data) still RUNNING; a run id
   taken by another run is refused with nothing changed.
-- ContinueAsNew: the run is RUNNING at the event's epoch and names the calling execution; the
+- ContinueAsNew: the run is RUNNING at the event's step and names the calling execution; the
   run record names the next execution only once that execution exists. A retry that finds its
   successor already named succeeds without starting anything.
-- Evaluate: the run is RUNNING at its last epoch (or has succeeded: a replay writes the same).
+- Evaluate: the run is RUNNING at its last step, or stopped early (or has succeeded: a replay
+  writes the same).
 - RecordFailure: only a RUNNING run, and only for the execution that carries it.
 """
 
@@ -24,8 +25,8 @@ from snn.data import Dataset
 from snn.errors import EventError
 from snn.parameters import Parameters
 from snn.report import model_bytes, npz_bytes
-from snn.stages.context import Context, layer_matrix, numbers_checked
-from snn.stages.training import NEURON_STATS, sampled_epochs
+from snn.stages.context import Context, Step, layer_matrix, numbers_checked
+from snn.stages.training import NEURON_STATS, best_step, sampled_epochs
 from snn.stores import ConditionFailed, MissingObject, new_record
 
 INPUT_FIELDS = ("run_id", "parameters_key", "train_key", "test_key")
@@ -39,28 +40,37 @@ def init(
     data_keys: dict[str, str],
     execution_name: str = "",
 ) -> dict[str, Any]:
-    """Create the run (its record, then its data and the weights entering epoch 0) and return
-    the plan the state machine loops over, from the run's committed epoch. `data_keys` are the
-    upload keys of the run's train and test files. The record is created first, conditionally,
-    so two different runs under one id cannot both write; an Init that stopped half-way is
-    completed by its retry."""
+    """Create the run (its record, then its data and the weights entering step 0) and return
+    the plan the state machine loops over, from the run's committed step. `data_keys` are the
+    upload keys of the run's data. The record is created first, conditionally, so two
+    different runs under one id cannot both write; an Init that stopped half-way is completed by
+    its retry. A validation set, if asked for, is held out of the training set here."""
     keys.check_run_id(run_id)
-    wanted = {"train_key": data_keys["train_key"], "test_key": data_keys["test_key"]}
+    splits = _splits(p, dataset)
+    examples = splits["train"][0].shape[1]
+    batches = epochs.batches_per_epoch(p, examples)
+    if p.epochs * batches > keys.MAX_STEP:
+        raise EventError(f"{p.epochs} epochs of {batches} batches is over {keys.MAX_STEP} steps")
     record = ctx.runs.create(
-        run_id, new_record(run_id, p.to_json(), n_x=int(dataset.n_x), **wanted)
+        run_id,
+        new_record(
+            run_id,
+            p.to_json(),
+            n_x=int(dataset.n_x),
+            examples=examples,
+            batches=batches,
+            **data_keys,
+        ),
     )
     if Parameters.from_json(record["parameters"]) != p:
         raise EventError(f"run {run_id} exists with other parameters; choose another run id")
-    if any(record.get(k) != v for k, v in wanted.items()):
+    if any(record.get(k) != v for k, v in data_keys.items()):
         raise EventError(f"run {run_id} exists with other data; choose another run id")
     if record["status"] != "RUNNING":
         raise EventError(f"run {run_id} is {record['status']}, not RUNNING")
-    epoch = int(record["committed_epoch"])
-    if epoch == 0:  # written again by a retry, with the same bytes
-        for split, x, y in (
-            ("train", dataset.train_x, dataset.train_y),
-            ("test", dataset.test_x, dataset.test_y),
-        ):
+    step = int(record.get("committed_step", 0))
+    if step == 0:  # written again by a retry, with the same bytes
+        for split, (x, y) in splits.items():
             ctx.store.put(keys.data_key(run_id, split, "x"), x)
             ctx.store.put(keys.data_key(run_id, split, "y"), y)
         weights = nn.initialize(p.layer_dims(dataset.n_x), p.seed, p.initialization)
@@ -70,34 +80,50 @@ def init(
                 ctx.store.put(keys.matrix_key(run_id, 0, "b", layer, s.index), b[s.lo : s.hi])
     if execution_name:
         ctx.runs.update(run_id, {"execution": execution_name}, when={"status": "RUNNING"})
-    return epochs.plan(p, run_id, epoch)
+    return epochs.plan(p, run_id, step, batches)
+
+
+def _splits(p: Parameters, dataset: Dataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The data the run keeps: train and test, and a validation set held out of train."""
+    out = {"train": (dataset.train_x, dataset.train_y), "test": (dataset.test_x, dataset.test_y)}
+    fraction = p.training.validation
+    if fraction is not None:
+        m = dataset.train_x.shape[1]
+        if m < 2:
+            raise EventError("a validation set needs at least 2 training examples")
+        train, valid = nn.validation_split(m, fraction, p.training.shuffle_seed)
+        x, y = dataset.train_x, dataset.train_y
+        out["train"] = (np.ascontiguousarray(x[:, train]), np.ascontiguousarray(y[:, train]))
+        out["valid"] = (np.ascontiguousarray(x[:, valid]), np.ascontiguousarray(y[:, valid]))
+    return out
 
 
 def continue_as_new(
     ctx: Context,
     run_id: str,
     epoch: int,
+    batch: int,
     execution_name: str,
     state_machine_arn: str,
     execution_input: dict[str, Any],
 ) -> dict[str, Any]:
-    """Hand the run over to the next execution of the state machine, named after `epoch` and
-    given the same input (its Init returns the plan from the committed epoch)."""
+    """Hand the run over to the next execution of the state machine, named after its position
+    and given the same input (its Init returns the plan from the committed step)."""
     if ctx.executions is None:
         raise EventError("this engine starts no executions")
-    successor = keys.execution_name(run_id, epoch)
-    record = ctx.record(run_id, ("status", "committed_epoch", "execution", "train_key", "test_key"))
+    successor = keys.execution_name(run_id, epoch, batch)
+    fields = ("status", "committed_step", "execution", *INPUT_FIELDS[2:])
+    record = ctx.record(run_id, fields)
     if record.get("execution") == successor:
         return {"execution_name": successor}  # a retry: the hand-over is done
     expected = {
         "run_id": run_id,
         "parameters_key": keys.parameters_key(run_id),
-        "train_key": record.get("train_key"),
-        "test_key": record.get("test_key"),
+        **{k: record[k] for k in INPUT_FIELDS[2:] if k in record},
     }
     if execution_input != expected:
         raise EventError("execution_input must be the run's own input: " + json.dumps(expected))
-    ctx.check_running(run_id, epoch, record)
+    ctx.check_running(ctx.step(run_id, epoch, batch), record)
     if record.get("execution") != execution_name:
         raise EventError(
             f"run {run_id} is carried by execution {record.get('execution')}, not {execution_name}"
@@ -114,23 +140,31 @@ def continue_as_new(
 @numbers_checked
 def evaluate(ctx: Context, run_id: str) -> dict[str, Any]:
     """Accuracies of the trained network, the model as one .npz object, and every neuron's
-    recorded statistics as another."""
-    record = ctx.record(run_id, ("status", "committed_epoch"))
-    p = ctx.parameters(run_id)
-    if int(record["committed_epoch"]) != p.epochs or record["status"] not in (
-        "RUNNING",
-        "SUCCEEDED",
-    ):
+    recorded statistics as another. The model is the last step's, or with early stopping the
+    best epoch's."""
+    record = ctx.record(
+        run_id, ("status", "committed_step", "committed_epoch", "stopped", "best_epoch")
+    )
+    run = ctx.run(run_id)
+    p = run.parameters
+    done = int(record["committed_step"]) == run.steps or bool(record.get("stopped"))
+    if not done or record["status"] not in ("RUNNING", "SUCCEEDED"):
         raise EventError(
-            f"run {run_id} is {record['status']} at epoch {record['committed_epoch']}, not "
-            f"RUNNING at its last epoch {p.epochs}: nothing to evaluate"
+            f"run {run_id} is {record['status']} at step {record['committed_step']} of "
+            f"{run.steps}: nothing to evaluate"
         )
+    at = int(record["committed_step"])
+    model_epoch = int(record["committed_epoch"]) - 1
+    if p.training.patience is not None and record.get("best_epoch") is not None:
+        model_epoch = int(record["best_epoch"])
+        at = best_step(run, model_epoch) or at
     try:
-        weights = final_weights(ctx, run_id)
+        weights = final_weights(ctx, run_id, at)
     except MissingObject as exc:
-        raise EventError(f"run {run_id}: final weights missing ({exc})") from None
-    result: dict[str, Any] = {}
-    for split in ("train", "test"):
+        raise EventError(f"run {run_id}: the model's weights are missing ({exc})") from None
+    result: dict[str, Any] = {"model_epoch": model_epoch}
+    splits = ("train", "valid", "test") if p.training.validation is not None else ("train", "test")
+    for split in splits:
         X = ctx.store.get_cached(keys.data_key(run_id, split, "x"))
         Y = ctx.store.get_cached(keys.data_key(run_id, split, "y"))
         AL = nn.forward(weights, p.activations, X)
@@ -138,12 +172,11 @@ def evaluate(ctx: Context, run_id: str) -> dict[str, Any]:
         if split == "test":
             result["confusion_matrix"] = confusion_matrix(nn.predict(AL), Y)
     ctx.store.put_bytes(keys.model_key(run_id), model_bytes(weights))
-    ctx.store.put_bytes(keys.neurons_key(run_id), npz_bytes(neuron_history(ctx, run_id)))
-    ctx.runs.update(
-        run_id,
-        {"status": "SUCCEEDED", **result},
-        when={"status": "RUNNING", "committed_epoch": p.epochs},
+    done_epochs = int(record["committed_epoch"])
+    ctx.store.put_bytes(
+        keys.neurons_key(run_id), npz_bytes(neuron_history(ctx, run_id, done_epochs))
     )
+    ctx.runs.update(run_id, {"status": "SUCCEEDED", **result}, when={"status": "RUNNING"})
     return {**result, "model_key": keys.model_key(run_id), "neurons_key": keys.neurons_key(run_id)}
 
 
@@ -175,23 +208,28 @@ def record_failure(
 # --- what a finished run leaves ------------------------------------------------------------------
 
 
-def final_weights(ctx: Context, run_id: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    p = ctx.parameters(run_id)
+def final_weights(
+    ctx: Context, run_id: str, k: int | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The weights entering step k (by default the run's last step): the trained model."""
+    run = ctx.run(run_id)
+    at = run.steps if k is None else k
+    first = Step(run, 0, 0)
     return [
-        (
-            layer_matrix(ctx, p, run_id, p.epochs, "W", layer),
-            layer_matrix(ctx, p, run_id, p.epochs, "b", layer),
-        )
-        for layer in range(1, p.layers + 1)
+        (layer_matrix(ctx, first, "W", layer, at), layer_matrix(ctx, first, "b", layer, at))
+        for layer in range(1, run.parameters.layers + 1)
     ]
 
 
-def neuron_history(ctx: Context, run_id: str) -> dict[str, np.ndarray]:
+def neuron_history(
+    ctx: Context, run_id: str, epochs_done: int | None = None
+) -> dict[str, np.ndarray]:
     """All recorded statistics: `epochs` (k,), and for each layer l and statistic s an array
-    `{s}_layer{l}` of shape (k, neurons of layer l). Read side by side (there are k x shards
-    objects)."""
+    `{s}_layer{l}` of shape (k, neurons of layer l), for the sampled epochs the run did. Read
+    side by side (there are k x shards objects)."""
     p = ctx.parameters(run_id)
-    sampled = sampled_epochs(p)
+    done = p.epochs if epochs_done is None else epochs_done
+    sampled = [e for e in sampled_epochs(p) if e < done]
     out: dict[str, np.ndarray] = {"epochs": np.array(sampled)}
     for layer in range(1, p.layers + 1):
         shards = p.shards(layer)

@@ -31,14 +31,23 @@ class ConditionFailed(EventError):
         self.record = record or {}
 
 
+# The series a run records, one small item per value: the cost of each epoch, the summed cost of
+# each mini-batch (step), the validation cost after each epoch.
+SERIES = {"cost": keys.cost_entry, "loss": keys.loss_entry, "valid": keys.validation_entry}
+
+
 class RunTable(Protocol):
     def create(self, run_id: str, record: dict[str, Any]) -> dict[str, Any]: ...
     def get(self, run_id: str, fields: tuple[str, ...] = ()) -> dict[str, Any] | None: ...
-    def costs(self, run_id: str, epochs: range) -> dict[int, float]: ...
-    def record_cost(self, run_id: str, epoch: int, cost: float) -> None: ...
-    def commit(self, run_id: str, epoch: int) -> int: ...
+    def values(self, run_id: str, series: str, numbers: range) -> dict[int, float]: ...
+    def record(self, run_id: str, series: str, number: int, value: float) -> None: ...
+    def commit(self, run_id: str, step: int, fields: dict[str, Any] | None = None) -> int: ...
     def update(self, run_id: str, fields: dict[str, Any], when: When | None = None) -> None: ...
     def claim(self, run_id: str, token: str) -> bool: ...
+
+    # the costs of epochs, the series every engine reports
+    def costs(self, run_id: str, epochs: range) -> dict[int, float]: ...
+    def record_cost(self, run_id: str, epoch: int, cost: float) -> None: ...
 
 
 def now() -> str:
@@ -52,6 +61,7 @@ def new_record(run_id: str, parameters_json: str, **fields: Any) -> dict[str, An
         "parameters": parameters_json,
         "status": "RUNNING",
         "committed_epoch": 0,
+        "committed_step": 0,
         "created_at": stamp,
         "updated_at": stamp,
         **fields,
@@ -82,14 +92,24 @@ def describe(when: When) -> str:
     )
 
 
-def _commit_refused(run_id: str, epoch: int, record: dict[str, Any]) -> int:
-    """What a refused commit of `epoch` means, given the record as it is."""
-    committed = int(record.get("committed_epoch", -1))
-    if committed == epoch + 1:
-        return committed  # a duplicate: the epoch is already committed, nothing to do
+def _commit_refused(run_id: str, step: int, record: dict[str, Any]) -> int:
+    """What a refused commit of `step` means, given the record as it is."""
+    committed = int(record.get("committed_step", -1))
+    if committed == step + 1:
+        return committed  # a duplicate: the step is already committed, nothing to do
     if record.get("status") != "RUNNING":
         raise ConditionFailed(f"run {run_id} is {record.get('status')}, not RUNNING", record)
-    raise ConditionFailed(f"run {run_id} is at epoch {committed}; cannot commit epoch {epoch}")
+    raise ConditionFailed(f"run {run_id} is at step {committed}; cannot commit step {step}")
+
+
+class _Series:
+    """What both tables derive from `values` and `record`."""
+
+    def costs(self, run_id: str, epochs: range) -> dict[int, float]:
+        return self.values(run_id, "cost", epochs)  # type: ignore[attr-defined]
+
+    def record_cost(self, run_id: str, epoch: int, cost: float) -> None:
+        self.record(run_id, "cost", epoch, cost)  # type: ignore[attr-defined]
 
 
 def _refused(run_id: str, fields: dict[str, Any], when: When, record: dict[str, Any]) -> None:
@@ -104,7 +124,7 @@ def _refused(run_id: str, fields: dict[str, Any], when: When, record: dict[str, 
     )
 
 
-class MemoryRunTable:
+class MemoryRunTable(_Series):
     def __init__(self) -> None:
         self.items: dict[tuple[str, str], dict[str, Any]] = {}
 
@@ -124,33 +144,32 @@ class MemoryRunTable:
         if fields:
             record = {k: record[k] for k in fields if k in record}
         if not fields or "costs" in fields:
-            record["costs"] = {str(e): repr(c) for e, c in self._costs(run_id).items()}
+            record["costs"] = {str(e): repr(c) for e, c in self.values(run_id, "cost").items()}
         return record
 
-    def _costs(self, run_id: str) -> dict[int, float]:
-        return {
-            keys.epoch_of_entry(entry): float(item["cost"])
+    def values(self, run_id: str, series: str, numbers: range | None = None) -> dict[int, float]:
+        prefix = SERIES[series](0).split("#")[0] + "#"
+        found = {
+            keys.number_of_entry(entry): float(item["value"])
             for (rid, entry), item in sorted(self.items.items())
-            if rid == run_id and entry.startswith("cost#")
+            if rid == run_id and entry.startswith(prefix)
         }
+        return {n: v for n, v in found.items() if numbers is None or n in numbers}
 
-    def costs(self, run_id: str, epochs: range) -> dict[int, float]:
-        return {e: c for e, c in self._costs(run_id).items() if e in epochs}
-
-    def record_cost(self, run_id: str, epoch: int, cost: float) -> None:
-        item = self.items.setdefault((run_id, keys.cost_entry(epoch)), {"cost": repr(cost)})
-        if item["cost"] != repr(cost):
+    def record(self, run_id: str, series: str, number: int, value: float) -> None:
+        entry = SERIES[series](number)
+        item = self.items.setdefault((run_id, entry), {"value": repr(value)})
+        if item["value"] != repr(value):
             raise ConditionFailed(
-                f"run {run_id}: epoch {epoch} already has cost {item['cost']}, not {cost!r}"
+                f"run {run_id}: {entry} is already {item['value']}, not {value!r}"
             )
 
-    def commit(self, run_id: str, epoch: int) -> int:
+    def commit(self, run_id: str, step: int, fields: dict[str, Any] | None = None) -> int:
         item = self._item(run_id)
-        if item["committed_epoch"] != epoch or item["status"] != "RUNNING":
-            return _commit_refused(run_id, epoch, item)
-        item["committed_epoch"] = epoch + 1
-        item["updated_at"] = now()
-        return epoch + 1
+        if item.get("committed_step") != step or item["status"] != "RUNNING":
+            return _commit_refused(run_id, step, item)
+        item.update(copy.deepcopy(fields or {}), committed_step=step + 1, updated_at=now())
+        return step + 1
 
     def update(self, run_id: str, fields: dict[str, Any], when: When | None = None) -> None:
         item = self._item(run_id)
@@ -173,7 +192,7 @@ class MemoryRunTable:
             raise MissingObject(f"unknown run {run_id}") from None
 
 
-class DynamoRunTable:
+class DynamoRunTable(_Series):
     """The run in DynamoDB, as one item per run plus one small item per epoch's cost: the record
     stays a few hundred bytes however long the run, so each write costs one write unit and no
     read copies every cost. `get` returns the record with its costs, as the other tables do."""
@@ -221,78 +240,89 @@ class DynamoRunTable:
         if fields and "run_id" not in fields:
             del record["run_id"]
         if not fields or "costs" in fields:
-            record["costs"] = {str(e): repr(c) for e, c in self._costs(run_id).items()}
+            record["costs"] = {str(e): repr(c) for e, c in self.values(run_id, "cost").items()}
         return record
 
-    def costs(self, run_id: str, epochs: range) -> dict[int, float]:
-        """The recorded costs of `epochs` only."""
-        if not epochs:
+    def values(self, run_id: str, series: str, numbers: range | None = None) -> dict[int, float]:
+        """A series' recorded values, of `numbers` only (one query, in order)."""
+        entry = SERIES[series]
+        if numbers is None:
+            first, last = entry(0), entry(keys.MAX_STEP if series == "loss" else keys.MAX_INDEX)
+        elif not numbers:
             return {}
-        return self._costs(run_id, keys.cost_entry(epochs.start), keys.cost_entry(epochs.stop - 1))
-
-    def _costs(
-        self, run_id: str, first: str = "cost#", last: str = "cost#9999999"
-    ) -> dict[int, float]:
+        else:
+            first, last = entry(numbers.start), entry(numbers.stop - 1)
         out: dict[int, float] = {}
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "#r = :r AND #e BETWEEN :first AND :last",
-            "ExpressionAttributeNames": {"#r": "run_id", "#e": "entry", "#c": "cost"},
+            "ExpressionAttributeNames": {"#r": "run_id", "#e": "entry", "#v": "value"},
             "ExpressionAttributeValues": {
                 ":r": {"S": run_id},
                 ":first": {"S": first},
                 ":last": {"S": last},
             },
-            "ProjectionExpression": "#e, #c",
+            "ProjectionExpression": "#e, #v",
             "ConsistentRead": True,
         }
         while True:
             page = self.client.query(**kwargs)
             for item in page.get("Items", []):
-                out[keys.epoch_of_entry(item["entry"]["S"])] = float(item["cost"]["S"])
+                out[keys.number_of_entry(item["entry"]["S"])] = float(item["value"]["S"])
             if "LastEvaluatedKey" not in page:
                 return out
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def record_cost(self, run_id: str, epoch: int, cost: float) -> None:
+    def record(self, run_id: str, series: str, number: int, value: float) -> None:
         """One small item of its own, written once: again with the same value by a retry, never
         with another."""
+        entry = SERIES[series](number)
         try:
             self.client.put_item(
                 TableName=self.table,
-                Item={**keys.item_key(run_id, keys.cost_entry(epoch)), "cost": {"S": repr(cost)}},
-                ConditionExpression="attribute_not_exists(run_id) OR #c = :c",
-                ExpressionAttributeNames={"#c": "cost"},
-                ExpressionAttributeValues={":c": {"S": repr(cost)}},
+                Item={**keys.item_key(run_id, entry), "value": {"S": repr(value)}},
+                ConditionExpression="attribute_not_exists(run_id) OR #v = :v",
+                ExpressionAttributeNames={"#v": "value"},
+                ExpressionAttributeValues={":v": {"S": repr(value)}},
             )
         except self.client.exceptions.ConditionalCheckFailedException:
-            recorded = self._costs(run_id, keys.cost_entry(epoch), keys.cost_entry(epoch))
+            item = self.client.get_item(
+                TableName=self.table, Key=keys.item_key(run_id, entry), ConsistentRead=True
+            ).get("Item", {})
+            recorded = item.get("value", {}).get("S")
             raise ConditionFailed(
-                f"run {run_id}: epoch {epoch} already has cost {recorded.get(epoch)!r}, "
-                f"not {cost!r}"
+                f"run {run_id}: {entry} is already {recorded}, not {value!r}"
             ) from None
 
-    def commit(self, run_id: str, epoch: int) -> int:
+    def commit(self, run_id: str, step: int, fields: dict[str, Any] | None = None) -> int:
+        """committed_step = step + 1 (and `fields`), in one write, only if the run is RUNNING at
+        `step`: a duplicate commit is a no-op."""
+        fields = fields or {}
+        names = {"#s": "status", **{f"#f{i}": k for i, k in enumerate(fields)}}
+        values = {f":f{i}": _to_value(v) for i, v in enumerate(fields.values())}
+        sets = ["committed_step = :next", "updated_at = :now"]
+        sets += [f"#f{i} = :f{i}" for i in range(len(fields))]
         try:
             self.client.update_item(
                 TableName=self.table,
                 Key=keys.item_key(run_id),
-                UpdateExpression="SET committed_epoch = :next, updated_at = :now",
-                ConditionExpression="committed_epoch = :e AND #s = :running",
-                ExpressionAttributeNames={"#s": "status"},
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="committed_step = :k AND #s = :running",
+                ExpressionAttributeNames=names,
                 ExpressionAttributeValues={
-                    ":e": {"N": str(epoch)},
-                    ":next": {"N": str(epoch + 1)},
+                    ":k": {"N": str(step)},
+                    ":next": {"N": str(step + 1)},
                     ":now": {"S": now()},
                     ":running": {"S": "RUNNING"},
+                    **values,
                 },
             )
-            return epoch + 1
+            return step + 1
         except self.client.exceptions.ConditionalCheckFailedException:
-            record = self.get(run_id, ("status", "committed_epoch"))
+            record = self.get(run_id, ("status", "committed_step"))
             if record is None:
                 raise MissingObject(f"unknown run {run_id}") from None
-            return _commit_refused(run_id, epoch, record)
+            return _commit_refused(run_id, step, record)
 
     def update(self, run_id: str, fields: dict[str, Any], when: When | None = None) -> None:
         """Set `fields` (and updated_at) if the record is as `when` says and one of them

@@ -132,6 +132,9 @@ def resume(
         for key, data in objects:
             st.store.put_bytes(key, data)
         st.runs.create(found.run_id, found.record)
+        for series, values in found.series.items():
+            for number, value in values.items():
+                st.runs.record(found.run_id, series, number, value)
         st.runs.update(found.run_id, {"status": "RUNNING"})
         name = keys.resumed_execution_name(found.run_id, int(time.time()))
         arn = start(st, found.execution_input, name=name)

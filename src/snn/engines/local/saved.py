@@ -56,22 +56,29 @@ class SavedRun:
     execution_input: dict[str, str]
     summary: dict[str, Any]
     manifest: dict[str, str]
+    series: dict[str, dict[int, float]]  # mini-batch costs of the epoch under way, validation
     objects: list[tuple[str, bytes]] | None = None  # once checked (`load` with objects)
 
     @property
     def committed(self) -> int:
+        """The epochs done."""
         return int(self.record["committed_epoch"])
+
+    @property
+    def step(self) -> int:
+        return int(self.record.get("committed_step", self.committed))
 
     @property
     def parameters(self) -> Parameters:
         return Parameters.from_json(self.record["parameters"])
 
 
-def required_keys(p: Parameters, run_id: str, committed: int, event: dict[str, str]) -> set[str]:
-    """The objects a new execution reads, from the committed epoch on."""
-    needed = {event["parameters_key"], event["train_key"], event["test_key"]}
-    needed |= {keys.data_key(run_id, split, part) for split in keys.SPLITS for part in "xy"}
-    return needed | next_weights(p, run_id, committed - 1)
+def required_keys(p: Parameters, run_id: str, step: int, event: dict[str, str]) -> set[str]:
+    """The objects a new execution reads, from the committed step on."""
+    needed = {event[k] for k in INPUT_FIELDS[1:]}
+    splits = keys.SPLITS if p.training.validation is not None else ("train", "test")
+    needed |= {keys.data_key(run_id, split, part) for split in splits for part in "xy"}
+    return needed | next_weights(p, run_id, step - 1)
 
 
 class Snapshots:
@@ -114,9 +121,9 @@ class Snapshots:
         raise SnnError(f"run {self.run_id}: could not save a consistent state to resume from")
 
     def _save(self, record: dict[str, Any], summary: dict[str, Any]) -> None:
-        committed = int(record["committed_epoch"])
+        committed, step = int(record["committed_epoch"]), int(record["committed_step"])
         p = Parameters.from_json(record["parameters"])
-        wanted = required_keys(p, self.run_id, committed, self.event)
+        wanted = required_keys(p, self.run_id, step, self.event)
         wanted |= self.st.store.keys_under(f"{keys.run_prefix(self.run_id)}neurons/")
         objects = self.dir / OBJECTS
         for key in sorted(wanted - set(self.manifest)):
@@ -128,12 +135,21 @@ class Snapshots:
             "costs": {e: c for e, c in record.get("costs", {}).items() if int(e) < committed},
         }
         manifest = {k: self.manifest[k] for k in sorted(wanted)}
+        batches = int(record.get("batches", 1))
+        series = {
+            "loss": self.st.runs.values(self.run_id, "loss", range(committed * batches, step)),
+            "valid": self.st.runs.values(self.run_id, "valid", range(committed)),
+        }
         state = {
             "format": FORMAT,
             "engine": "local",
             "run_id": self.run_id,
             "execution_input": self.event,
             "record": record,
+            "series": {
+                name: {str(k): repr(v) for k, v in values.items()}
+                for name, values in series.items()
+            },
             "summary": summary,
             "manifest": manifest,
         }
@@ -200,6 +216,26 @@ def _parse(state: Any) -> SavedRun:
     committed = record["committed_epoch"]
     if not isinstance(committed, int) or not 0 <= committed <= p.epochs:
         raise ValueError(f"committed_epoch {committed!r} is not in 0..{p.epochs}")
+    step, batches = record.get("committed_step"), record.get("batches")
+    if not isinstance(batches, int) or batches < 1:
+        raise ValueError(f"batches {batches!r} is not a whole number >= 1")
+    if not isinstance(step, int) or step // batches != committed or step > p.epochs * batches:
+        raise ValueError(f"committed_step {step!r} is not in epoch {committed}")
+    series = {}
+    watched = 0 if p.training.validation is None else committed
+    mini = p.training.batch_size is not None
+    for name, first, stop in (
+        ("loss", committed * batches, step if mini else 0),
+        ("valid", 0, watched),
+    ):
+        values = state.get("series", {}).get(name, {})
+        if not isinstance(values, dict) or sorted(map(int, values)) != list(
+            range(first, max(first, stop))
+        ):
+            raise ValueError(f"series {name} must hold {first}..{stop - 1}")
+        series[name] = {int(k): float(v) for k, v in values.items()}
+        if not all(np.isfinite(v) for v in series[name].values()):
+            raise ValueError(f"series {name} holds values that are not finite")
     costs = record.get("costs", {})
     if not isinstance(costs, dict) or sorted(map(int, costs)) != list(range(committed)):
         raise ValueError(f"costs must be those of epochs 0..{committed - 1}")
@@ -219,13 +255,13 @@ def _parse(state: Any) -> SavedRun:
     summary = state.get("summary") or {}
     if not isinstance(summary, dict):
         raise TypeError("summary must be an object")
-    return SavedRun(run_id, record, event, summary, manifest)
+    return SavedRun(run_id, record, event, summary, manifest, series)
 
 
 def objects(resume_dir: Path, saved: SavedRun) -> list[tuple[str, bytes]]:
     """The saved objects, each checked: present, equal to its sha256, and for matrices finite
     float64; the uploads also against the sha256 in their keys."""
-    missing = required_keys(saved.parameters, saved.run_id, saved.committed, saved.execution_input)
+    missing = required_keys(saved.parameters, saved.run_id, saved.step, saved.execution_input)
     missing -= set(saved.manifest)
     if missing:
         raise ResumeError(f"{resume_dir / STATE}: incomplete, {sorted(missing)[0]} is not saved")

@@ -11,7 +11,9 @@ emulator behave as AWS does where moto's interpreter is lenient:
   instances and finished interpreter threads;
 - `dynamodb`: requests to the emulated DynamoDB one at a time (its tables are not safe for
   concurrent requests, which the local engine's threads make);
-- `s3_requests`: the handlers' S3 object requests answered by moto's S3 backend directly.
+- `s3_requests`: the handlers' S3 object requests answered by moto's S3 backend directly;
+- `map_concurrency`: at most a few iterations of an inline Map at once (moto starts a thread
+  for every iteration; Step Functions runs at most 40 at a time).
 
 They were written against one moto version and are tested against it
 (tests/unit/test_emulator.py). This module is the gate: it checks the version before any of
@@ -40,6 +42,21 @@ if moto.__version__ != MOTO_VERSION:
         f"pip install 'moto[s3,dynamodb,stepfunctions]=={MOTO_VERSION}'"
     )
 
-from snn.engines.local.emulator import dynamodb, interpreter, memory, s3_requests  # noqa: E402
+from snn.engines.local.emulator import (  # noqa: E402
+    dynamodb,
+    interpreter,
+    map_concurrency,
+    memory,
+    s3_requests,
+)
 
-__all__ = ["ACCOUNT", "MOTO_VERSION", "REGION", "dynamodb", "interpreter", "memory", "s3_requests"]
+__all__ = [
+    "ACCOUNT",
+    "MOTO_VERSION",
+    "REGION",
+    "dynamodb",
+    "interpreter",
+    "map_concurrency",
+    "memory",
+    "s3_requests",
+]
