@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from snn import network as nn
 from snn.engines import RunSpec
 from snn.epoch import calls, calls_in_order
 from snn.parameters import Parameters
@@ -182,3 +183,72 @@ def export_test_pictures(data_dir: Path, folder: Path) -> tuple[list[Path], np.n
         Image.fromarray(image).save(path)
         paths.append(path)
     return paths, images, labels
+
+
+# --- gradients, by backpropagation and by central differences ---------------------------------
+
+Params = list[tuple[np.ndarray, np.ndarray]]
+
+
+def forward_cache(params: Params, activations: list[str], X: np.ndarray):
+    """A[L] and, per layer, (A_prev, Z) for the backward pass."""
+    A, cache = X, []
+    for (W, b), g in zip(params, activations, strict=True):
+        Z = nn.linear_forward(W, b, A)
+        cache.append((A, Z))
+        A = nn.activate(Z, g)
+    return A, cache
+
+
+def analytic_gradients(
+    params: Params, activations: list[str], X: np.ndarray, Y: np.ndarray, l2: float = 0.0
+):
+    """[(dW1, db1), ...] by backpropagation, from the module's backward functions only."""
+    AL, cache = forward_cache(params, activations, X)
+    dA = nn.cost_gradient(AL, Y)
+    grads: list[tuple[np.ndarray, np.ndarray]] = []
+    for (W, _), g, (A_prev, Z) in reversed(list(zip(params, activations, cache, strict=True))):
+        dZ = nn.activation_backward(dA, Z, g)
+        dW, db, dA = nn.linear_backward(dZ, A_prev, W, l2=l2)
+        grads.append((dW, db))
+    return grads[::-1]
+
+
+def network_cost(
+    params: Params, activations: list[str], X: np.ndarray, Y: np.ndarray, l2: float = 0.0
+) -> float:
+    """The cost (with L2's share when l2 > 0)."""
+    c = nn.cost(nn.forward(params, activations, X), Y)
+    return c + nn.l2_cost([W for W, _ in params], l2, Y.shape[1]) if l2 else c
+
+
+def numerical_gradients(
+    params: Params,
+    activations: list[str],
+    X: np.ndarray,
+    Y: np.ndarray,
+    eps: float = 1e-7,
+    l2: float = 0.0,
+):
+    """Central differences of the cost with respect to every entry of every W and b."""
+    grads = []
+    for layer, (W, b) in enumerate(params):
+        pair = []
+        for which, M in ((0, W), (1, b)):
+            G = np.zeros_like(M)
+            for idx in np.ndindex(M.shape):
+                values = []
+                for sign in (1, -1):
+                    shifted = M.copy()
+                    shifted[idx] += sign * eps
+                    trial = list(params)
+                    trial[layer] = (shifted, b) if which == 0 else (W, shifted)
+                    values.append(network_cost(trial, activations, X, Y, l2))
+                G[idx] = (values[0] - values[1]) / (2 * eps)
+            pair.append(G)
+        grads.append((pair[0], pair[1]))
+    return grads
+
+
+def flat(grads) -> np.ndarray:
+    return np.concatenate([g.ravel() for pair in grads for g in pair])

@@ -11,8 +11,9 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -47,7 +48,11 @@ class Dataset:
     train_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
-    classes: tuple[str, ...]
+    classes: tuple[str, ...]  # the names of labels 0 and 1
+    # what one example is: {"kind": "image", "size": S} (S x S RGB pictures, flattened as
+    # `preprocess` does), or {"kind": "values"} (numbers as given)
+    inputs: dict[str, Any] = field(default_factory=lambda: {"kind": "values"})
+    test_split: dict[str, Any] | None = None  # how a test set was held out, if it was
 
     @property
     def n_x(self) -> int:
@@ -171,6 +176,7 @@ def read_h5_pair(folder: Path) -> Dataset:
         test_x=preprocess(test_x),
         test_y=_labels(test_y),
         classes=_classes(train_path),
+        inputs={"kind": "image", "size": int(train_x.shape[1])},
     )
 
 

@@ -79,6 +79,8 @@ class Model:
     activations: tuple[str, ...]
     path: Path | None = None  # the model.npz it came from
     run_folder: Path | None = None  # the folder with its metrics.json, if any
+    classes: tuple[str, ...] = LABELS  # the names of its predictions 0 and 1
+    inputs: dict[str, Any] | None = None  # what an example is (None: S x S RGB pictures)
 
     @property
     def n_x(self) -> int:
@@ -86,6 +88,12 @@ class Model:
 
     @property
     def image_size(self) -> int:
+        """The side of the square RGB pictures it takes (a ModelError for a model of values)."""
+        if self.inputs is not None and self.inputs.get("kind") != "image":
+            raise ModelError(
+                f"the model takes {self.n_x} values per example, not pictures (it was trained "
+                "on an .npz of numbers)"
+            )
         return image_size(self.n_x)
 
 
@@ -101,6 +109,9 @@ _MODEL_MEMBER = re.compile(r"([Wb])([1-9][0-9]{0,2})")  # W1, b1, ..., W32, b32
 
 
 def _check_model_members(members: dict[str, Member], name: str) -> None:
+    info = members.pop("info", None)
+    if info is not None and (info.dtype != np.uint8 or len(info.shape) != 1):
+        raise ModelError(f"{name}: its info member must be bytes (uint8), got {info.dtype}")
     layers = len([k for k in members if k.startswith("W")])
     expected = {f"{p}{layer}" for layer in range(1, layers + 1) for p in "Wb"}
     if layers == 0 or set(members) != expected:
@@ -126,23 +137,31 @@ def _check_model_members(members: dict[str, Member], name: str) -> None:
         raise ModelError(f"{name}: the last layer has {n_prev} neurons, expected 1 (cat or not)")
 
 
-def read_weights(source: str | Path | bytes, name: str = "model") -> Weights:
-    """[(W1, b1), ..., (WL, bL)] from an .npz (a path or its bytes): the one model reader.
+def read_model(source: str | Path | bytes, name: str = "model") -> tuple[Weights, dict[str, Any]]:
+    """The weights [(W1, b1), ..., (WL, bL)] and the info of an .npz model (a path or its bytes):
+    the one model reader.
 
     Names, dtypes (float64 only), shapes (each W takes the previous layer's outputs, each b is a
     column, the last layer is one neuron) and sizes are checked before any array is read, and
-    every weight must be finite."""
+    every weight must be finite. The info says what the model takes and the names of its
+    classes ({"classes": [...], "input": {"kind": "image", "size": S} | {"kind": "values"}});
+    a model without one takes pictures and tells cats from non-cats."""
 
     def valid(key: str) -> bool:
         match = _MODEL_MEMBER.fullmatch(key)
-        return match is not None and int(match[2]) <= MAX_LAYERS
+        return key == "info" or (match is not None and int(match[2]) <= MAX_LAYERS)
 
     try:
         arrays = read_npz(
-            source, name, valid, lambda members: _check_model_members(members, name), what="model"
+            source,
+            name,
+            valid,
+            lambda members: _check_model_members(dict(members), name),
+            what="model",
         )
     except NpzError as exc:
         raise ModelError(str(exc)) from None
+    info = _model_info(arrays.pop("info", None), name)
     layers = len(arrays) // 2
     for layer in range(1, layers + 1):
         for key in (f"W{layer}", f"b{layer}"):
@@ -151,7 +170,29 @@ def read_weights(source: str | Path | bytes, name: str = "model") -> Weights:
                     f"{name}: {key} holds NaN or infinite values: not a usable model "
                     "(did its run diverge? a lower learning rate may help)"
                 )
-    return [(arrays[f"W{layer}"], arrays[f"b{layer}"]) for layer in range(1, layers + 1)]
+    return [(arrays[f"W{layer}"], arrays[f"b{layer}"]) for layer in range(1, layers + 1)], info
+
+
+def _model_info(raw: np.ndarray | None, name: str) -> dict[str, Any]:
+    if raw is None:
+        return {"classes": list(LABELS), "input": None}
+    try:
+        info = json.loads(raw.tobytes().decode("utf-8"))
+        classes = info["classes"]
+        if not (isinstance(classes, list) and len(classes) == 2):
+            raise ValueError("two class names expected")
+        if not all(isinstance(c, str) and 0 < len(c) <= 100 for c in classes):
+            raise ValueError("class names must be short strings")
+        if not isinstance(info.get("input"), dict):
+            raise ValueError("input must be an object")
+        return {"classes": classes, "input": info["input"]}
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{name}: its info is not readable ({exc})") from None
+
+
+def read_weights(source: str | Path | bytes, name: str = "model") -> Weights:
+    """The weights of an .npz model (see `read_model`)."""
+    return read_model(source, name)[0]
 
 
 def default_activations(layers: int) -> tuple[str, ...]:
@@ -175,7 +216,6 @@ def check_model(weights: Weights, activations: tuple[str, ...], name: str = "mod
         raise ModelError(
             f"{name}: {len(weights)} layers of weights but {len(activations)} activations"
         )
-    image_size(int(weights[0][0].shape[1]))
 
 
 def newest_run(runs_dir: Path) -> Path | None:
@@ -206,14 +246,14 @@ def load_model(where: str | Path | None, runs_dir: str | Path = "runs") -> Model
         path = where
     else:
         raise ModelError(f"{where}: no such run folder or model file")
-    weights = read_weights(path, str(path))
+    weights, info = read_model(path, str(path))
     metrics = path.parent / "metrics.json"
     if metrics.is_file():
         activations, folder = activations_from_metrics(metrics), path.parent
     else:
         activations, folder = default_activations(len(weights)), None
     check_model(weights, activations, str(path))
-    return Model(weights, activations, path, folder)
+    return Model(weights, activations, path, folder, tuple(info["classes"]), info["input"])
 
 
 # --- pictures ------------------------------------------------------------------------------------
@@ -277,9 +317,10 @@ def cat_probabilities(weights: Weights, activations: tuple[str, ...], X: np.ndar
     return nn.forward(weights, activations, X)[0]
 
 
-def label_of(probability: float) -> str:
-    """The network's decision rule (`network.predict`): cat when P(cat) > 0.5."""
-    return LABELS[int(nn.predict(np.array([[probability]]))[0, 0])]
+def label_of(probability: float, classes: tuple[str, ...] = LABELS) -> str:
+    """The network's decision rule (`network.predict`): the positive class (cat) when its
+    probability is > 0.5."""
+    return classes[int(nn.predict(np.array([[probability]]))[0, 0])]
 
 
 def classify(model: Model, pictures: list[np.ndarray]) -> list[dict[str, Any]]:
@@ -287,4 +328,6 @@ def classify(model: Model, pictures: list[np.ndarray]) -> list[dict[str, Any]]:
     if not pictures:
         return []
     probabilities = cat_probabilities(model.weights, model.activations, np.column_stack(pictures))
-    return [{"label": label_of(float(p)), "probability": float(p)} for p in probabilities]
+    return [
+        {"label": label_of(float(p), model.classes), "probability": float(p)} for p in probabilities
+    ]

@@ -36,6 +36,7 @@ class RunResult:
     wall_seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
     neurons: bytes | None = None  # neurons.npz: what each neuron did during training
+    model: bytes | None = None  # model.npz as the run stored it (else written from weights)
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -72,8 +73,13 @@ def model_arrays(weights: Weights) -> dict[str, np.ndarray]:
     return arrays
 
 
-def model_bytes(weights: Weights) -> bytes:
-    return npz_bytes(model_arrays(weights))
+def model_bytes(weights: Weights, info: dict[str, Any] | None = None) -> bytes:
+    """model.npz: W1, b1, ..., WL, bL, and `info` (what the model takes and the names of its
+    classes, as JSON bytes) when given."""
+    arrays = model_arrays(weights)
+    if info is not None:
+        arrays["info"] = np.frombuffer(json.dumps(info, sort_keys=True).encode(), dtype=np.uint8)
+    return npz_bytes(arrays)
 
 
 def plot_costs(path: Path, costs: list[float], title: str) -> None:
@@ -98,7 +104,7 @@ def write_results(folder: Path, result: RunResult) -> None:
     folder = Path(folder)
     text = json.dumps(result.metrics(), indent=2, allow_nan=False) + "\n"
     (folder / "metrics.json").write_text(text, encoding="utf-8")
-    (folder / "model.npz").write_bytes(model_bytes(result.weights))
+    (folder / "model.npz").write_bytes(result.model or model_bytes(result.weights))
     if result.neurons:
         (folder / "neurons.npz").write_bytes(result.neurons)
     plot_costs(

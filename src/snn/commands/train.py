@@ -43,8 +43,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--params", default="parameters.json", help="default: ./parameters.json")
     train.add_argument(
         "--data",
-        help="folder with the two h5 files (default: $SNN_DATA_DIR, "
-        "else a downloaded, checksummed copy in the user cache)",
+        help="the data: a folder with the two h5 files of the cat/non-cat set (default: "
+        "$SNN_DATA_DIR, else a downloaded, checksummed copy in the user cache), an .npz of "
+        "train_x and train_y (and test_x, test_y), or a folder of pictures in two class "
+        "folders (optionally under train/ and test/)",
+    )
+    train.add_argument(
+        "--positive",
+        metavar="CLASS",
+        help="with a folder of pictures: the class folder whose pictures are the positives "
+        "(label 1; default: a folder named cat)",
     )
     train.add_argument("--epochs", type=int, help="override the file's epochs")
     train.add_argument("--out", help="the run folder (default: runs/<run_id>)")
@@ -86,7 +94,8 @@ def new_run_id() -> str:
 
 def run(args: argparse.Namespace) -> int:
     from snn.cli import UsageError, err, stop_on_signals
-    from snn.data import load_dataset, resolve_data_dir
+    from snn.data import resolve_data_dir
+    from snn.sources import open_source
 
     if not 0 <= args.inject_faults <= MAX_FAULT_RATE:
         raise UsageError(
@@ -112,8 +121,9 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
         p = p.with_epochs(args.epochs)
     run_id = check_run_id(args.run_id) if args.run_id else new_run_id()
-    data_dir = resolve_data_dir(args.data)
-    dataset = load_dataset(data_dir)  # validates the data before any run starts
+    data = resolve_data_dir(args.data)
+    source = open_source(data, args.positive)
+    dataset = source.dataset(p)  # validates the data before any run starts
     if not args.quiet:
         dims = "-".join(str(n) for n in p.layer_dims(dataset.n_x))
         err.print(
@@ -121,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
             f"{p.neurons_per_task} neuron(s) per task"
         )
     with RunFolder(_folder(args, run_id), new=True) as folder, stop_on_signals():
-        return _train(args, _spec(args, p, data_dir, run_id, folder), resume=False)
+        return _train(
+            args, _spec(args, p, data, run_id, folder, positive=args.positive), resume=False
+        )
 
 
 def _folder(args: argparse.Namespace, run_id: str) -> Path:
@@ -131,15 +143,17 @@ def _folder(args: argparse.Namespace, run_id: str) -> Path:
 def _spec(
     args: argparse.Namespace,
     p: Parameters,
-    data_dir: Path,
+    data: Path,
     run_id: str,
     folder: RunFolder,
     costs: list[float] | None = None,
+    positive: str | None = None,
 ) -> RunSpec:
     from snn.engines.progress import Progress, ProgressWriter
 
     progress = Progress(run_id, args.engine, p.to_dict(), p.epochs, costs=list(costs or []))
-    return RunSpec(p, data_dir, run_id, folder=folder, progress=ProgressWriter(folder, progress))
+    writer = ProgressWriter(folder, progress)
+    return RunSpec(p, data, run_id, folder=folder, progress=writer, positive=positive)
 
 
 def _resume(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from snn.engines.progress import ProgressWriter
     from snn.parameters import Parameters
     from snn.run_folder import RunFolder
+    from snn.sources import DataSource
 
 # Called after every committed epoch with (epoch, cost).
 OnEpoch = Callable[[int, float], None]
@@ -26,11 +27,17 @@ class RunSpec:
     callback, the run folder's progress.json) and keep what a later process needs to resume."""
 
     parameters: Parameters
-    data_dir: Path
+    data: Path  # the data: a folder of the two h5 files or of pictures, or an .npz file
     run_id: str
     on_epoch: OnEpoch | None = None
     folder: RunFolder | None = None
     progress: ProgressWriter | None = None
+    positive: str | None = None  # the positive class of a folder of pictures
+
+    def source(self) -> DataSource:
+        from snn.sources import open_source
+
+        return open_source(self.data, self.positive)
 
     def epoch_done(self, epoch: int, cost: float) -> None:
         if self.progress:

@@ -52,7 +52,7 @@ def connect(stack_name: str, session: Any = None) -> Stack:
 def train(spec: RunSpec, stack_name: str, session: Any = None) -> RunResult:
     began = time.perf_counter()
     st = connect(stack_name, session)
-    event = create_run(st, spec.run_id, spec.parameters, spec.data_dir)
+    event = create_run(st, spec.run_id, spec.parameters, spec.source())
     arn = start(st, event, name=spec.run_id)
     return _follow(st, spec, arn, 0, began)
 

@@ -8,13 +8,11 @@ from __future__ import annotations
 import time
 
 from snn import blas, stages
-from snn.data import read_h5_pair
 from snn.engines import RunSpec, results
 from snn.epoch import Call, calls, calls_in_order
 from snn.errors import EventError, RunFailed
 from snn.report import RunResult
 from snn.stores import MemoryRunTable, MemoryStore
-from snn.uploads import data_keys
 
 
 def _where(call: Call) -> str:
@@ -33,8 +31,8 @@ def train(spec: RunSpec) -> RunResult:
     blas.use_threads(blas.from_environment())
     p, run_id = spec.parameters, spec.run_id
     ctx = stages.Context(MemoryStore(), MemoryRunTable())
-    dataset = read_h5_pair(spec.data_dir)
-    plan = stages.init(ctx, run_id, p, dataset, data_keys(spec.data_dir))
+    source = spec.source()
+    plan = stages.init(ctx, run_id, p, source.dataset(p), source.keys(p))
     batches = plan["batches"]
     for k in range(plan["progress"]["step"], plan["steps"]):
         epoch, batch = divmod(k, batches)

@@ -3,6 +3,7 @@ model (so an engine reports what the stack holds, not what it believes it comput
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from snn import keys
@@ -25,18 +26,20 @@ def collect(
     if record is None or record.get("status") != "SUCCEEDED":
         raise RunFailed(f"run {run_id} has not succeeded (status {record and record['status']})")
     p = Parameters.from_json(record["parameters"])
+    model = store.get_bytes(keys.model_key(run_id))
     return RunResult(
         run_id=run_id,
         engine=engine,
         parameters=p.to_dict(),
         costs=costs_in_order(record),
-        weights=read_weights(store.get_bytes(keys.model_key(run_id)), keys.model_key(run_id)),
+        weights=read_weights(model, keys.model_key(run_id)),
         train_accuracy=float(record["train_accuracy"]),
         test_accuracy=float(record["test_accuracy"]),
         confusion_matrix={k: int(v) for k, v in record["confusion_matrix"].items()},
         wall_seconds=wall_seconds,
         extra={**training_summary(runs, run_id, p, record), **(extra or {})},
         neurons=store.get_bytes(keys.neurons_key(run_id)),
+        model=model,
     )
 
 
@@ -47,6 +50,9 @@ def training_summary(
     it kept, and with a validation set, the validation costs, the best epoch and why the run
     stopped early, if it did."""
     out: dict[str, Any] = {"model_epoch": int(record.get("model_epoch", p.epochs - 1))}
+    split = json.loads(record.get("test_split") or "null")
+    if split is not None:
+        out["test_split"] = split
     if p.training.validation is not None:
         done = int(record["committed_epoch"])
         valid = runs.values(run_id, "valid", range(done))

@@ -16,8 +16,8 @@ from snn.engines import results
 from snn.errors import SnnError
 from snn.parameters import Parameters
 from snn.report import RunResult
+from snn.sources import DataSource, open_source
 from snn.stores import DynamoRunTable, S3Store
-from snn.uploads import data_uploads
 
 Events = list[dict[str, Any]]
 
@@ -59,7 +59,7 @@ class Stack:
             kwargs["nextToken"] = token
 
 
-def create_run(stack: Stack, run_id: str, p: Parameters, data_dir: Path) -> dict[str, str]:
+def create_run(stack: Stack, run_id: str, p: Parameters, data: Path | DataSource) -> dict[str, str]:
     """Claim the run id (one conditional write: of two starters, one wins and the other is told
     so, before either has written anything), upload the inputs, and return the execution input:
     the run id and the S3 keys of its parameters and data. The h5 files are stored by content
@@ -70,8 +70,9 @@ def create_run(stack: Stack, run_id: str, p: Parameters, data_dir: Path) -> dict
             f"run {run_id} already exists in table {stack.table}; choose another --run-id"
         )
     event = {"run_id": run_id, "parameters_key": keys.parameters_key(run_id)}
-    for field, (key, data) in data_uploads(data_dir).items():
-        stack.store.put_bytes(key, data)
+    source = data if isinstance(data, DataSource) else open_source(data)
+    for field, (key, content) in source.uploads(p).items():
+        stack.store.put_bytes(key, content)
         event[field] = key
     stack.store.put_bytes(event["parameters_key"], p.to_json().encode())
     return event

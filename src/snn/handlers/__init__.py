@@ -36,6 +36,7 @@ FIELD_TYPES: dict[str, type] = {
     "parameters_key": str,
     "train_key": str,
     "test_key": str,
+    "data_key": str,
     "error": str,
     "cause": str,
     "execution_name": str,

@@ -4,7 +4,8 @@ Event (events/predict.json): the run and the picture, inline or as an upload in 
     {"run_id": "sample", "image_base64": "<the file's bytes, base64>"}
     {"run_id": "sample", "image_key": "uploads/<sha256>/<file>"}
 Result:
-    {"run_id": "sample", "label": "cat", "probability": 0.9703}   (probability: P(cat))
+    {"run_id": "sample", "label": "cat", "probability": 0.9703}
+    (label: the model's class name; probability: of its positive class, cat)
 
 Invoked directly, a bad event raises EventError (a function error). Through the function's URL
 the event is an HTTP request whose body is that JSON; the answer is then an HTTP response, 400
@@ -22,8 +23,7 @@ from typing import Any
 from snn import keys, stages
 from snn.errors import EventError
 from snn.handlers import Event, handle, logger
-from snn.predict import ImageError, Model, ModelError, check_model, classify, load_image
-from snn.predict import read_weights as read_model_weights
+from snn.predict import ImageError, Model, ModelError, check_model, classify, load_image, read_model
 from snn.stores import MissingObject
 
 # The picture itself, decoded: Lambda takes at most 6 MB of request anyway.
@@ -54,11 +54,11 @@ def _model(ctx: stages.Context, run_id: str) -> Model:
                 "when training ends"
             ) from None
         try:
-            weights = read_model_weights(data, keys.model_key(run_id))
+            weights, info = read_model(data, keys.model_key(run_id))
             check_model(weights, activations, keys.model_key(run_id))
         except ModelError as exc:
             raise EventError(str(exc)) from None
-        model = Model(weights, activations)
+        model = Model(weights, activations, classes=tuple(info["classes"]), inputs=info["input"])
         with _lock:
             if len(_models) >= MAX_MODELS:
                 _models.clear()
@@ -99,7 +99,7 @@ def _predict(ctx: stages.Context, event: Event) -> dict[str, Any]:
     model = _model(ctx, run_id)
     try:
         picture = load_image(data, model.image_size, name="the picture")
-    except ImageError as exc:
+    except (ImageError, ModelError) as exc:
         raise EventError(str(exc)) from None
     (result,) = classify(model, [picture])
     return {"run_id": run_id, **result}

@@ -29,7 +29,8 @@ from snn.stages.context import Context, Step, layer_matrix, numbers_checked
 from snn.stages.training import NEURON_STATS, best_step, sampled_epochs
 from snn.stores import ConditionFailed, MissingObject, new_record
 
-INPUT_FIELDS = ("run_id", "parameters_key", "train_key", "test_key")
+# The execution input's fields that name a run's data (two h5 files, or one .npz).
+DATA_FIELDS = ("train_key", "test_key", "data_key")
 
 
 def init(
@@ -59,6 +60,9 @@ def init(
             n_x=int(dataset.n_x),
             examples=examples,
             batches=batches,
+            classes=json.dumps(list(dataset.classes)),
+            inputs=json.dumps(dataset.inputs, sort_keys=True),
+            test_split=json.dumps(dataset.test_split),
             **data_keys,
         ),
     )
@@ -112,14 +116,13 @@ def continue_as_new(
     if ctx.executions is None:
         raise EventError("this engine starts no executions")
     successor = keys.execution_name(run_id, epoch, batch)
-    fields = ("status", "committed_step", "execution", *INPUT_FIELDS[2:])
-    record = ctx.record(run_id, fields)
+    record = ctx.record(run_id, ("status", "committed_step", "execution", *DATA_FIELDS))
     if record.get("execution") == successor:
         return {"execution_name": successor}  # a retry: the hand-over is done
     expected = {
         "run_id": run_id,
         "parameters_key": keys.parameters_key(run_id),
-        **{k: record[k] for k in INPUT_FIELDS[2:] if k in record},
+        **{k: record[k] for k in DATA_FIELDS if k in record},
     }
     if execution_input != expected:
         raise EventError("execution_input must be the run's own input: " + json.dumps(expected))
@@ -171,7 +174,12 @@ def evaluate(ctx: Context, run_id: str) -> dict[str, Any]:
         result[f"{split}_accuracy"] = nn.accuracy(AL, Y)
         if split == "test":
             result["confusion_matrix"] = confusion_matrix(nn.predict(AL), Y)
-    ctx.store.put_bytes(keys.model_key(run_id), model_bytes(weights))
+    info_record = ctx.record(run_id, ("classes", "inputs"))
+    info = {
+        "classes": json.loads(info_record.get("classes") or '["non-cat", "cat"]'),
+        "input": json.loads(info_record.get("inputs") or '{"kind": "values"}'),
+    }
+    ctx.store.put_bytes(keys.model_key(run_id), model_bytes(weights, info))
     done_epochs = int(record["committed_epoch"])
     ctx.store.put_bytes(
         keys.neurons_key(run_id), npz_bytes(neuron_history(ctx, run_id, done_epochs))

@@ -151,6 +151,8 @@ class EmbeddedStack:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.stack is not None:
+            self.stop_executions()
         while self._undo:
             self._undo.pop()()
         if self._mock is not None:
@@ -163,6 +165,26 @@ class EmbeddedStack:
             else:
                 os.environ[k] = v
         self._saved_env = {}
+
+    def stop_executions(self, quiet_seconds: float = 0.5, timeout: float = 60) -> list[str]:
+        """Stop every running execution, as a user stopping them on AWS would, and wait until no
+        handler is still at work. Returns the ARNs of the executions stopped."""
+        st, lambdas = self.stack, self.lambdas
+        assert st is not None and lambdas is not None
+        listed = st.sfn.list_executions(
+            stateMachineArn=st.state_machine_arn, statusFilter="RUNNING"
+        )["executions"]
+        for ex in listed:
+            st.sfn.stop_execution(executionArn=ex["executionArn"])
+        deadline = time.monotonic() + timeout
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            if lambdas.in_flight:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet_seconds:
+                break
+            time.sleep(0.05)
+        return [ex["executionArn"] for ex in listed]
 
     def _set_env(self, values: dict[str, str], clear: tuple[str, ...]) -> None:
         for k in (*values, *clear):

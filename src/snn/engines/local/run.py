@@ -106,7 +106,7 @@ def train(
     began = time.perf_counter()
     with EmbeddedStack(template, fault_rate) as embedded:
         assert embedded.stack is not None
-        event = create_run(embedded.stack, spec.run_id, spec.parameters, spec.data_dir)
+        event = create_run(embedded.stack, spec.run_id, spec.parameters, spec.source())
         arn = start(embedded.stack, event, name=spec.run_id)
         return _run(embedded, spec, event, arn, None, 0, began)
 
@@ -190,28 +190,17 @@ def _resume_hint(spec: RunSpec, epoch: int | None) -> str:
     return f"; resume it from epoch {epoch} with: snn train --resume {spec.folder.path}"
 
 
-def _stop_all(follower: LocalFollower, quiet_seconds: float = 0.5, timeout: float = 60) -> None:
+def _stop_all(follower: LocalFollower) -> None:
     """Stop every running execution, as a user stopping them on AWS would (the run is marked
-    failed by the execution-status rule), and wait until no handler is still at work."""
+    failed by the execution-status rule), wait until no handler is still at work, and account
+    for them."""
     embedded = follower.embedded
-    st, lambdas = embedded.stack, embedded.lambdas
-    assert st is not None and lambdas is not None
-    running = st.sfn.list_executions(stateMachineArn=st.state_machine_arn, statusFilter="RUNNING")
-    for ex in running["executions"]:
-        st.sfn.stop_execution(executionArn=ex["executionArn"])
-    deadline = time.monotonic() + timeout
-    quiet_since = time.monotonic()
-    while time.monotonic() < deadline:
-        if lambdas.in_flight:
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since >= quiet_seconds:
-            break
-        time.sleep(0.05)
-    for ex in running["executions"]:
-        description = st.sfn.describe_execution(executionArn=ex["executionArn"])
-        execution = Execution.of(description, embedded.history(ex["executionArn"]))
+    assert embedded.stack is not None
+    for arn in embedded.stop_executions():
+        description = embedded.stack.sfn.describe_execution(executionArn=arn)
+        execution = Execution.of(description, embedded.history(arn))
         follower.executions.append(execution)
-        follower.ended(ex["executionArn"], execution)
+        follower.ended(arn, execution)
 
 
 __all__ = ["RunFailed", "resume", "saved_run", "train"]

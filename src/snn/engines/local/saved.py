@@ -42,7 +42,10 @@ FORMAT = 2
 STATE = "state.json"
 OBJECTS = "objects"
 SAFE_KEY = re.compile(r"(uploads|runs|scratch)/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
-INPUT_FIELDS = ("run_id", "parameters_key", "train_key", "test_key")
+INPUT_FORMS = (
+    {"run_id", "parameters_key", "train_key", "test_key"},
+    {"run_id", "parameters_key", "data_key"},
+)
 
 
 class ResumeError(SnnError):
@@ -75,7 +78,7 @@ class SavedRun:
 
 def required_keys(p: Parameters, run_id: str, step: int, event: dict[str, str]) -> set[str]:
     """The objects a new execution reads, from the committed step on."""
-    needed = {event[k] for k in INPUT_FIELDS[1:]}
+    needed = {v for k, v in event.items() if k != "run_id"}
     splits = keys.SPLITS if p.training.validation is not None else ("train", "test")
     needed |= {keys.data_key(run_id, split, part) for split in splits for part in "xy"}
     return needed | next_weights(p, run_id, step - 1)
@@ -206,12 +209,12 @@ def _parse(state: Any) -> SavedRun:
     record, event = state["record"], state["execution_input"]
     if not isinstance(record, dict) or not isinstance(event, dict):
         raise TypeError("record and execution_input must be objects")
-    if sorted(event) != sorted(INPUT_FIELDS) or event["run_id"] != run_id:
+    if set(event) not in INPUT_FORMS or event["run_id"] != run_id:
         raise ValueError("execution_input is not this run's")
     if event["parameters_key"] != keys.parameters_key(run_id):
         raise ValueError("parameters_key is not this run's")
-    keys.check_upload_key("train_key", event["train_key"])
-    keys.check_upload_key("test_key", event["test_key"])
+    for field in set(event) - {"run_id", "parameters_key"}:
+        keys.check_upload_key(field, event[field])
     p = Parameters.from_json(record["parameters"], source="the saved record")
     committed = record["committed_epoch"]
     if not isinstance(committed, int) or not 0 <= committed <= p.epochs:

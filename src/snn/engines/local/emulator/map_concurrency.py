@@ -4,16 +4,17 @@ moto's interpreter starts one thread per iteration of a Map whose definition set
 MaxConcurrency: a layer of 500 neurons at one neuron per task is 500 threads, each holding its
 frames, its event and its handler's matrices while it waits for the interpreter lock. Step
 Functions itself runs at most 40 iterations of an inline Map at a time; the others wait their
-turn. On one machine of a few cores, a handful at a time is as fast and far smaller.
+turn. On a machine of a few cores, a few at a time are as fast, and far smaller.
 
-`limit(n)` (installed by the embedded stack) makes the interpreter run at most `n` iterations of any inline Map at once (fewer if
-the definition's MaxConcurrency says so), without touching the definition: what AWS runs is
-unchanged. The iterations left wait, and each worker thread takes the next one as it finishes,
-in order, as moto does under a MaxConcurrency of its own. The history has the same events.
+`limit(n)`, installed by the embedded stack, makes the interpreter run at most `n` iterations of
+any inline Map at once (fewer if the definition's MaxConcurrency says so), without touching the
+definition: what AWS runs is unchanged. The other iterations wait; each worker thread takes the
+next one, in item order, when it finishes one, as moto does under a MaxConcurrency of the
+definition's. The outputs and the history's events are the same.
 
-Each worker thread takes its next iteration one Python frame deeper (moto's worker recurses),
-so a Map of `k` items runs `ceil(k / n)` frames deep: with the history quota's widest Map (under
-1,000 iterations) and the default limit, well under the interpreter's recursion limit.
+moto's worker takes its next iteration one Python frame deeper, so a Map of `k` items runs
+`ceil(k / n)` frames deep: under 150 for the widest Map one execution's history allows (under
+1,000 iterations) at the default limit, far from the interpreter's recursion limit.
 """
 
 from __future__ import annotations

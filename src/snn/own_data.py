@@ -1,0 +1,181 @@
+"""Your own data, besides the cat/non-cat set: an .npz of arrays, or a folder of pictures.
+
+An .npz holds `train_x` (m, n_x), `train_y` (m,) of 0 and 1, and optionally `test_x`, `test_y`;
+without them, a fifth of the examples is held out as the test set by a seeded split (stated in
+metrics.json). Values are used as they are (finite numbers).
+
+A folder of pictures holds two class folders (the pictures of each class), or `train/` and
+`test/` each holding the same two class folders. Pictures of any size, PNG, JPEG or any format
+Pillow reads, are brought to the network's input exactly as `snn predict` brings a picture:
+RGB, resized to S x S (parameters.json's "image_size", 64 by default), values / 255. The positive
+class (label 1) is the one the user names, by default a folder named "cat". A folder of
+pictures becomes one .npz in this form (with an `info` member: the class names and the input),
+so a run's data is one content-addressed upload whatever its source.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from snn import network as nn
+from snn.data import Dataset
+from snn.errors import DataError
+from snn.npz import NpzError, read_npz
+
+MEMBERS = ("train_x", "train_y", "test_x", "test_y", "info")
+TEST_FRACTION = 0.2
+SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def read_npz_dataset(source: str | Path | bytes, name: str, seed: int) -> Dataset:
+    """A data set from an .npz (a path or its bytes), every member checked before it is read."""
+    try:
+        arrays = read_npz(source, name, lambda key: key in MEMBERS, what="data set")
+    except NpzError as exc:
+        raise DataError(str(exc)) from None
+    for key in ("train_x", "train_y"):
+        if key not in arrays:
+            raise DataError(f"{name}: no {key} (an .npz data set needs train_x and train_y)")
+    if ("test_x" in arrays) != ("test_y" in arrays):
+        raise DataError(f"{name}: test_x and test_y go together")
+    info = _info(arrays.get("info"), name)
+    train_x, train_y = _examples(arrays["train_x"], arrays["train_y"], "train", name)
+    split = None
+    if "test_x" in arrays:
+        test_x, test_y = _examples(arrays["test_x"], arrays["test_y"], "test", name)
+        if test_x.shape[0] != train_x.shape[0]:
+            raise DataError(
+                f"{name}: test_x has {test_x.shape[0]} values per example, train_x "
+                f"{train_x.shape[0]}"
+            )
+    else:
+        if train_x.shape[1] < 2:
+            raise DataError(f"{name}: with no test set, train_x needs at least 2 examples")
+        keep, held = nn.validation_split(train_x.shape[1], TEST_FRACTION, seed)
+        test_x, test_y = train_x[:, held], train_y[:, held]
+        train_x, train_y = train_x[:, keep], train_y[:, keep]
+        split = {"fraction": TEST_FRACTION, "seed": seed, "examples": len(held)}
+    classes = tuple(info.get("classes", ("0", "1")))
+    inputs = info.get("input", {"kind": "values"})
+    return Dataset(
+        train_x=np.ascontiguousarray(train_x),
+        train_y=np.ascontiguousarray(train_y),
+        test_x=np.ascontiguousarray(test_x),
+        test_y=np.ascontiguousarray(test_y),
+        classes=classes,
+        inputs=inputs,
+        test_split=split,
+    )
+
+
+def _examples(x: np.ndarray, y: np.ndarray, split: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(n_x, m) float64 and (1, m) labels, from rows of examples and their 0/1 labels."""
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise DataError(f"{name}: {split}_x must be (examples, values), got shape {x.shape}")
+    if y.shape != (x.shape[0],):
+        raise DataError(f"{name}: {split}_y must be ({x.shape[0]},), got shape {y.shape}")
+    if x.dtype.kind not in "biuf" or not np.isfinite(x.astype(np.float64)).all():
+        raise DataError(f"{name}: {split}_x must hold finite numbers")
+    if y.dtype.kind not in "biuf" or not np.isin(y, (0, 1)).all():
+        raise DataError(f"{name}: {split}_y must hold labels 0 and 1 only")
+    return x.astype(np.float64).T, y.astype(np.float64).reshape(1, -1)
+
+
+def _info(raw: np.ndarray | None, name: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    try:
+        info = json.loads(raw.astype(np.uint8).tobytes().decode("utf-8"))
+        classes = info["classes"]
+        if not (
+            isinstance(classes, list)
+            and len(classes) == 2
+            and all(isinstance(c, str) for c in classes)
+        ):
+            raise ValueError("classes must be two names")
+        return info
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{name}: its info member is not readable ({exc})") from None
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz whose bytes depend only on the arrays (so its upload key does too)."""
+    from snn.report import npz_bytes as deterministic
+
+    return deterministic(arrays)
+
+
+def info_array(info: dict[str, Any]) -> np.ndarray:
+    return np.frombuffer(json.dumps(info, sort_keys=True).encode(), dtype=np.uint8)
+
+
+# --- a folder of pictures ----------------------------------------------------------------------
+
+
+def is_pictures_folder(folder: Path) -> bool:
+    return folder.is_dir() and any(p.is_dir() for p in folder.iterdir())
+
+
+def pictures_npz(folder: Path, size: int, positive: str | None, seed: int) -> bytes:
+    """The .npz of a folder of pictures (see the module's docstring)."""
+    from snn.predict import ImageError, load_image
+
+    splits = _layout(folder)
+    names = sorted(next(iter(splits.values())))
+    if positive is None:
+        if "cat" not in names:
+            raise DataError(
+                f"{folder}: name the positive class with --positive ({' or '.join(names)})"
+            )
+        positive = "cat"
+    if positive not in names:
+        raise DataError(
+            f"{folder}: no class folder {positive!r} (the classes are {', '.join(names)})"
+        )
+    classes = [n for n in names if n != positive] + [positive]
+    arrays: dict[str, np.ndarray] = {}
+    for split, by_class in splits.items():
+        rows, labels = [], []
+        for label, name in enumerate(classes):
+            for path in by_class[name]:
+                try:
+                    rows.append(load_image(path, size))
+                except ImageError as exc:
+                    raise DataError(str(exc)) from None
+                labels.append(label)
+        if not rows:
+            raise DataError(f"{folder}: no pictures for the {split} set")
+        arrays[f"{split}_x"] = np.stack(rows)
+        arrays[f"{split}_y"] = np.array(labels, dtype=np.int64)
+    arrays["info"] = info_array({"classes": classes, "input": {"kind": "image", "size": size}})
+    return npz_bytes(arrays)
+
+
+def _layout(folder: Path) -> dict[str, dict[str, list[Path]]]:
+    """{split: {class: [picture files]}}: split "train" (and "test" if the folder has both)."""
+    if (folder / "train").is_dir() and (folder / "test").is_dir():
+        layout = {split: _classes(folder / split) for split in ("train", "test")}
+        if sorted(layout["train"]) != sorted(layout["test"]):
+            raise DataError(f"{folder}: train/ and test/ must hold the same two class folders")
+        return layout
+    return {"train": _classes(folder)}
+
+
+def _classes(folder: Path) -> dict[str, list[Path]]:
+    found = {
+        p.name: p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")
+    }
+    if len(found) != 2:
+        raise DataError(
+            f"{folder}: expected two class folders (the pictures of each class), found "
+            f"{len(found)}: {', '.join(found) or 'none'}"
+        )
+    out = {}
+    for name, path in found.items():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        out[name] = files
+    return out

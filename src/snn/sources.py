@@ -1,0 +1,93 @@
+"""Where a run's data comes from: the cat/non-cat set's two h5 files, an .npz of arrays, or a
+folder of pictures (`snn.own_data`). The CLI and every engine open it the same way; a stack
+stores it as content-addressed uploads (runs on the same data share one copy):
+
+    two h5 files         uploads/<sha256>/train_catvnoncat.h5 and .../test_catvnoncat.h5
+                         (the execution input's train_key and test_key)
+    an .npz, or a folder of pictures made into one
+                         uploads/<sha256>/data.npz (the execution input's data_key)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from snn import keys
+from snn.data import TEST_FILE, TRAIN_FILE, Dataset, read_h5_pair
+from snn.errors import DataError
+from snn.own_data import is_pictures_folder, pictures_npz, read_npz_dataset
+from snn.parameters import Parameters
+
+# The fields of an execution input that name a run's data, in either form.
+DATA_FIELDS = ("train_key", "test_key", "data_key")
+NPZ_NAME = "data.npz"
+
+
+@dataclass(frozen=True)
+class DataSource:
+    path: Path
+    kind: str  # "h5", "npz" or "pictures"
+    positive: str | None = None  # the positive class of a folder of pictures
+
+    def uploads(self, p: Parameters) -> dict[str, tuple[str, bytes]]:
+        """{execution input field: (upload key, bytes)}."""
+        if self.kind == "h5":
+            files = (("train_key", TRAIN_FILE), ("test_key", TEST_FILE))
+            return {field: _upload((self.path / name).read_bytes(), name) for field, name in files}
+        return {"data_key": _upload(self._npz(p), NPZ_NAME)}
+
+    def keys(self, p: Parameters) -> dict[str, str]:
+        return {field: key for field, (key, _) in self.uploads(p).items()}
+
+    def dataset(self, p: Parameters) -> Dataset:
+        if self.kind == "h5":
+            return read_h5_pair(self.path)
+        return read_npz_dataset(self._npz(p), str(self.path), p.training.shuffle_seed)
+
+    def _npz(self, p: Parameters) -> bytes:
+        if self.kind == "npz":
+            try:
+                return self.path.read_bytes()
+            except OSError as exc:
+                raise DataError(f"{self.path}: cannot be read ({exc.strerror})") from None
+        return pictures_npz(
+            self.path, p.training.image_size, self.positive, p.training.shuffle_seed
+        )
+
+
+def _upload(data: bytes, name: str) -> tuple[str, bytes]:
+    return keys.upload_key(hashlib.sha256(data).hexdigest(), name), data
+
+
+def open_source(path: str | Path, positive: str | None = None) -> DataSource:
+    """The data at `path`: a folder with the two h5 files, an .npz file, or a folder of
+    pictures in class folders."""
+    path = Path(path)
+    if path.is_file():
+        if path.suffix.lower() != ".npz":
+            raise DataError(f"{path}: a data file must be an .npz of train_x and train_y")
+        return DataSource(path, "npz")
+    if not path.is_dir():
+        raise DataError(f"{path}: no such data file or folder")
+    if (path / TRAIN_FILE).exists() or (path / TEST_FILE).exists():
+        return DataSource(path, "h5")
+    if is_pictures_folder(path):
+        return DataSource(path, "pictures", positive)
+    raise DataError(
+        f"{path}: neither the two h5 files ({TRAIN_FILE}, {TEST_FILE}), nor class folders of "
+        "pictures"
+    )
+
+
+def dataset_from_uploads(fields: dict[str, bytes], p: Parameters, name: str) -> Dataset:
+    """The data set of a run, from its uploads' bytes (what Init reads)."""
+    if "data_key" in fields:
+        return read_npz_dataset(fields["data_key"], name, p.training.shuffle_seed)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, TRAIN_FILE).write_bytes(fields["train_key"])
+        Path(tmp, TEST_FILE).write_bytes(fields["test_key"])
+        return read_h5_pair(Path(tmp))
