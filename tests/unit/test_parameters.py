@@ -97,6 +97,38 @@ INVALID: dict[str, tuple[Any, list[str]]] = {
     "seed-negative": (_with(seed=-1), ['"seed"', "-1"]),
     "seed-bool": (_with(seed=False), ['"seed"', "False"]),
     "initialization-unknown": (_with(initialization="glorot"), ['"initialization"', "glorot"]),
+    "batch-zero": (_with(batch_size=0), ['"batch_size"', "got 0"]),
+    "batch-float": (_with(batch_size=16.5), ['"batch_size"', "16.5"]),
+    "shuffle-seed-negative": (_with(shuffle_seed=-1), ['"shuffle_seed"', "-1"]),
+    "optimizer-unknown": (_with(optimizer={"name": "adagrad"}), ['"optimizer"', "adagrad"]),
+    "optimizer-a-string": (_with(optimizer="adam"), ['"optimizer"', "'adam'"]),
+    "optimizer-beta-one": (_with(optimizer={"name": "momentum", "beta": 1}), ['"optimizer.beta"']),
+    "optimizer-epsilon-zero": (
+        _with(optimizer={"name": "adam", "epsilon": 0}),
+        ['"optimizer.epsilon"', "got 0"],
+    ),
+    "optimizer-field-of-another": (
+        _with(optimizer={"name": "momentum", "beta1": 0.9}),
+        ['"optimizer"', "'beta1'"],
+    ),
+    "l2-negative": (_with(l2=-0.1), ['"l2"', "-0.1"]),
+    "l2-nan": (_with(l2=math.nan), ['"l2"', "nan"]),
+    "decay-no-rate": (_with(learning_rate_decay={"every": 10}), ['"learning_rate_decay.rate"']),
+    "decay-every-zero": (
+        _with(learning_rate_decay={"rate": 1, "every": 0}),
+        ['"learning_rate_decay.every"', "got 0"],
+    ),
+    "validation-zero": (_with(validation=0), ['"validation"', "got 0"]),
+    "validation-too-large": (_with(validation=0.6), ['"validation"', "0.6"]),
+    "early-stopping-without-validation": (
+        _with(early_stopping={"patience": 5}),
+        ['"early_stopping"', '"validation"'],
+    ),
+    "patience-zero": (
+        _with(validation=0.2, early_stopping={"patience": 0}),
+        ['"early_stopping.patience"', "got 0"],
+    ),
+    "image-size-zero": (_with(image_size=0), ['"image_size"', "got 0"]),
     "a-list": ([SEED], ["expected a JSON object", "list"]),
     "a-number": (3, ["expected a JSON object", "int"]),
 }
@@ -188,12 +220,12 @@ def test_shards_cover_the_layer_in_neuron_order() -> None:
 
 
 @pytest.mark.parametrize(
-    ("neurons", "per_task", "count"), [(3, 1, 3), (3, 3, 1), (3, 5, 1), (10, 4, 3), (4096, 1, 4096)]
+    ("neurons", "per_task", "count"), [(3, 1, 3), (3, 3, 1), (3, 5, 1), (10, 4, 3), (4096, 8, 512)]
 )
 def test_shards_partition_the_layer(neurons: int, per_task: int, count: int) -> None:
     shards = _net(neurons, per_task).shards(1)
     assert len(shards) == count
-    assert [s.shard for s in shards] == list(range(count))
+    assert [s.index for s in shards] == list(range(count))
     assert shards[0].lo == 0 and shards[-1].hi == neurons
     assert all(a.hi == b.lo for a, b in itertools.pairwise(shards))
     assert all(0 < s.hi - s.lo <= per_task for s in shards)
@@ -231,3 +263,43 @@ def test_with_epochs_changes_only_epochs_and_validates() -> None:
     assert q.epochs == 2 and q.to_dict() == {**p.to_dict(), "epochs": 2}
     with pytest.raises(ParametersError, match='"epochs"'):
         p.with_epochs(0)
+
+
+def test_learning_fields_round_trip_and_absent_ones_stay_absent() -> None:
+    raw = _with(
+        batch_size=64,
+        shuffle_seed=3,
+        optimizer={"name": "adam", "beta1": 0.8},
+        l2=0.7,
+        learning_rate_decay={"rate": 1, "every": 100},
+        validation=0.2,
+        early_stopping={"patience": 10},
+        image_size=32,
+    )
+    p = Parameters.from_dict(raw)
+    assert p.training.optimizer.beta1 == 0.8 and p.training.optimizer.beta2 == 0.999
+    assert Parameters.from_json(p.to_json()) == p
+    assert p.to_dict()["optimizer"] == {
+        "name": "adam",
+        "beta1": 0.8,
+        "beta2": 0.999,
+        "epsilon": 1e-8,
+    }
+    assert p.training.learning_rate(0.1, 250) == pytest.approx(0.1 / 3)
+    seed = Parameters.from_dict(SEED)
+    assert set(seed.to_dict()) == {*SEED, "seed", "initialization", "neurons_per_task"}
+    assert seed.training.learning_rate(0.0075, 10**6) == 0.0075  # the same float, no decay
+
+
+def test_a_step_that_cannot_fit_one_execution_is_refused() -> None:
+    """One step of 4,096 one-neuron shards is far over an execution's event budget; the error
+    names the limit, the shard count and a neurons_per_task that would fit."""
+    raw = _with(layers=2, neurons={"layer1": 4096, "layer2": 1})
+    with pytest.raises(ParametersError) as info:
+        Parameters.from_dict(raw)
+    message = str(info.value)
+    assert "4097 shards" in message and "15000-event budget" in message
+    fits = int(message.rsplit('"neurons_per_task": ', 1)[1].split()[0])
+    Parameters.from_dict({**raw, "neurons_per_task": fits})  # that one fits
+    with pytest.raises(ParametersError):
+        Parameters.from_dict({**raw, "neurons_per_task": fits - 1})

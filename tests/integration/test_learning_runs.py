@@ -1,0 +1,219 @@
+"""Beyond full-batch gradient descent, every option runs the SNN way: each engine (direct, local,
+AWS on the emulated stack) gives the same costs and weights at the same sharding; a run with
+Adam and mini-batches resumed after a failure, or hit by injected faults, ends bit-identical to a
+clean one; early stopping stops when the validation cost rises and keeps the best epoch; and a
+folder of pictures trains a model that predicts with the folder's class names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from snn import network as nn
+from snn.cli import main
+from snn.data import write_h5_pair
+from snn.engines import aws, direct, local
+from snn.errors import RunFailed
+from snn.run_folder import RunFolder
+from tests.helpers import ROOT, assert_same_run, network, project_copy, spec
+
+pytestmark = pytest.mark.xdist_group("embedded")
+
+EVERYTHING = {
+    "batch_size": 16,
+    "optimizer": {"name": "adam"},
+    "l2": 0.1,
+    "learning_rate_decay": {"rate": 0.5, "every": 2},
+    "validation": 0.2,
+}
+
+
+def learner(**fields: Any) -> Any:
+    return network(
+        [5, 3, 1],
+        ["relu", "tanh", "sigmoid"],
+        epochs=4,
+        initialization="xavier",
+        neurons_per_task=2,
+        **fields,
+    )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"batch_size": 7},
+        {"optimizer": {"name": "momentum", "beta": 0.8}, "batch_size": 16},
+        {"optimizer": {"name": "rmsprop"}},
+        {"l2": 0.7, "learning_rate_decay": {"rate": 1.0, "every": 1}},
+        EVERYTHING,
+    ],
+    ids=["mini-batches", "momentum", "rmsprop", "l2-decay", "everything"],
+)
+def test_local_equals_direct(fields: dict[str, Any], synthetic_dir: Path) -> None:
+    p = learner(**fields)
+    assert_same_run(local.train(spec(p, synthetic_dir)), direct.train(spec(p, synthetic_dir)))
+
+
+def test_aws_engine_equals_direct(synthetic_dir: Path, aws_env: None) -> None:
+    """The AWS engine on a stack whose outputs come from CloudFormation (emulated)."""
+    import boto3
+
+    from snn.engines.local import EmbeddedStack
+
+    p = learner(**EVERYTHING)
+    with EmbeddedStack(ROOT / "template.yaml") as embedded:
+        st = embedded.stack
+        assert st is not None
+        cloudformation = boto3.client("cloudformation", region_name="us-east-1")
+        outputs = {
+            "BucketName": st.bucket,
+            "TableName": st.table,
+            "StateMachineArn": st.state_machine_arn,
+        }
+        template = {
+            "Resources": {"Nothing": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+            "Outputs": {k: {"Value": v} for k, v in outputs.items()},
+        }
+        cloudformation.create_stack(StackName="snn", TemplateBody=json.dumps(template))
+        on_aws = aws.train(spec(p, synthetic_dir, "on-aws"), "snn")
+    assert_same_run(on_aws, direct.train(spec(p, synthetic_dir, "on-aws")))
+
+
+def test_adam_and_mini_batches_resume_bit_identical(tmp_path: Path, synthetic_dir: Path) -> None:
+    """Commit breaks at epoch 2 (mid-run, after a mini-batch of that epoch): the run saved there
+    resumes with the optimizer's state and the epoch's batch costs, and ends as a clean run."""
+    template = project_copy(tmp_path)
+    text = template.read_text()
+    template.write_text(
+        text.replace(
+            "Handler: snn.handlers.commit.handler",
+            "Handler: tests.faulty_handlers.commit_fails_at_epoch_2",
+        )
+    )
+    p = learner(**EVERYTHING)
+    with RunFolder(tmp_path / "run") as folder, pytest.raises(RunFailed):
+        local.train(spec(p, synthetic_dir, folder=folder), template)
+    saved = json.loads((tmp_path / "run" / "resume" / "state.json").read_text())
+    assert saved["record"]["committed_epoch"] == 2
+    with RunFolder(tmp_path / "run", new=False) as folder:
+        resumed = local.resume(spec(p, synthetic_dir, folder=folder), ROOT / "template.yaml")
+    assert_same_run(resumed, direct.train(spec(p, synthetic_dir)))
+
+
+@pytest.mark.slow
+def test_adam_and_mini_batches_under_injected_faults(synthetic_dir: Path) -> None:
+    p = learner(**EVERYTHING)
+    faulty = local.train(spec(p, synthetic_dir), ROOT / "template.yaml", fault_rate=0.05)
+    assert sum(faulty.extra["injected_faults"].values()) > 0
+    assert_same_run(faulty, direct.train(spec(p, synthetic_dir)))
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path: Path) -> None:
+    """The validation examples are labelled against the pattern the training examples teach:
+    the better the network learns, the worse the validation cost, so it is best after the first
+    epoch, the run stops `patience` epochs later, and the model kept is the first epoch's."""
+    rng = np.random.default_rng(4)
+    m, size = 60, 4
+    labels = np.arange(m) % 2
+    means = np.array([60.0, 190.0])
+    images = np.clip(
+        means[labels][:, None, None, None] + rng.normal(0, 8, (m, size, size, 3)), 0, 255
+    ).astype(np.uint8)
+    fields = {"validation": 0.25, "early_stopping": {"patience": 3}, "shuffle_seed": 7}
+    _, held = nn.validation_split(m, 0.25, 7)
+    flipped = labels.copy()
+    flipped[held] = 1 - flipped[held]
+    data = write_h5_pair(
+        tmp_path / "data", images.astype(np.uint8), flipped, images[:8].astype(np.uint8), labels[:8]
+    )
+    p = network([4, 1], epochs=40, learning_rate=0.05, initialization="xavier", **fields)
+    result = direct.train(spec(p, data))
+    costs = result.extra["validation_costs"]
+    best = int(np.argmin(costs))
+    assert costs[-1] > costs[best]  # it rose
+    assert result.extra["best_epoch"] == best
+    assert len(result.costs) == best + 1 + 3 < 40  # stopped patience epochs after the best
+    assert "early stopping" in result.extra["stopped_early"]
+    assert result.extra["model_epoch"] == best
+    # the model kept is the best epoch's: its validation cost is the best one
+    X, Y = images[held].reshape(len(held), -1).T / 255.0, flipped[held].reshape(1, -1).astype(float)
+    activations = ("relu", "sigmoid")
+    assert nn.cost(nn.forward(result.weights, activations, X), Y) == pytest.approx(
+        costs[best], rel=1e-12
+    )
+    assert_same_run(local.train(spec(p, data)), result)
+
+
+def write_pictures(folder: Path, data_dir: Path) -> None:
+    """The real test set's pictures as PNG files in class folders, train/ and test/."""
+    import h5py
+
+    with h5py.File(data_dir / "test_catvnoncat.h5") as h5:
+        images, labels = h5["test_set_x"][()], h5["test_set_y"][()]
+    for k, (image, label) in enumerate(zip(images, labels, strict=True)):
+        split = "test" if k % 5 == 0 else "train"
+        target = folder / split / ("cat" if label else "not-a-cat")
+        target.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(target / f"{k:02d}.png")
+
+
+def test_a_folder_of_pictures_trains_and_predicts_with_its_class_names(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pictures = tmp_path / "pictures"
+    write_pictures(pictures, data_dir)
+    params = tmp_path / "p.json"
+    params.write_text(
+        network([4, 1], epochs=20, learning_rate=0.01, image_size=32, batch_size=16).to_json()
+    )
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--params",
+            str(params),
+            "--data",
+            str(pictures),
+            "--out",
+            str(out),
+            "--quiet",
+            "--template",
+            str(ROOT / "template.yaml"),
+        ]
+    )
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["costs"]) == 20
+    capsys.readouterr()
+    cat, other = (
+        sorted((pictures / "test" / "cat").iterdir())[0],
+        sorted((pictures / "test" / "not-a-cat").iterdir())[0],
+    )
+    assert main(["predict", "--model", str(out), "--json", str(cat), str(other)]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    assert {a["label"] for a in answers} <= {"cat", "not-a-cat"}
+    # a folder with a file that is not a picture: one line naming it, and no run
+    (pictures / "train" / "cat" / "notes.txt").write_text("not a picture")
+    assert (
+        main(
+            [
+                "train",
+                "--params",
+                str(params),
+                "--data",
+                str(pictures),
+                "--out",
+                str(tmp_path / "no"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
+    assert "notes.txt" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
