@@ -211,13 +211,18 @@ class WallTime:
 
 
 def project_wall_time(
-    m: Measurement, path: StepPath, epochs: int, latencies: Latencies = Latencies()
+    m: Measurement,
+    path: StepPath,
+    epochs: int,
+    latencies: Latencies = Latencies(),
+    batches: int = 1,
 ) -> WallTime:
-    """An epoch on AWS: each state on its critical path (`step_path`) costs a transition, each
-    invocation on it an invoke, the handler's measured time and the latency of its requests
-    (the epoch's requests and handler time shared evenly among its invocations). Init,
-    Evaluate and the neuron statistics are left out: they are a few epochs' worth in a run."""
-    states, invocations = path.critical.states, path.critical.invocations
+    """An epoch on AWS: its `batches` steps one after the other; each state on a step's
+    critical path (`step_path`) costs a transition, each invocation on it an invoke, the
+    handler's measured time and the latency of its requests (the epoch's requests and handler
+    time shared evenly among its invocations). Init, Evaluate and the neuron statistics are
+    left out: they are a few epochs' worth in a run."""
+    states, invocations = path.critical.states * batches, path.critical.invocations * batches
     per = m.per_epoch
     n = max(per.lambda_invocations, 1.0)
     share = invocations / n  # the part of the epoch's work that lies on the path

@@ -54,6 +54,17 @@ def shard_count(p: Parameters) -> int:
     return sum(len(p.shards(layer)) for layer in range(1, p.layers + 1))
 
 
+def training_examples(p: Parameters, examples: int) -> int:
+    """The examples a run learns from, of `examples` in its training set: all but its
+    validation set, if it holds one out (see `network.validation_split`)."""
+    from snn.network import held_out
+
+    fraction = p.training.validation
+    if fraction is None or examples < 2:
+        return examples
+    return examples - held_out(examples, fraction)
+
+
 def batches_per_epoch(p: Parameters, examples: int) -> int:
     """B, the mini-batches of an epoch over `examples` training examples (1 without)."""
     size = p.training.batch_size

@@ -246,11 +246,17 @@ def decayed_learning_rate(learning_rate: float, rate: float, every: int, epoch: 
 # --- mini-batches --------------------------------------------------------------------------------
 
 
+def held_out(m: int, fraction: float) -> int:
+    """How many of m examples a split of `fraction` holds out: round(fraction m), at least one
+    and at most m - 1."""
+    return min(m - 1, max(1, round(fraction * m)))
+
+
 def validation_split(m: int, fraction: float, seed: int) -> tuple[Array, Array]:
-    """(training columns, validation columns) of m examples: round(fraction m) of them (at least
-    one, at most m - 1), drawn by a permutation from numpy's legacy generator seeded with
-    `seed`, held out; both kept in their original order."""
-    held = min(m - 1, max(1, round(fraction * m)))
+    """(training columns, validation columns) of m examples: `held_out` of them, drawn by a
+    permutation from numpy's legacy generator seeded with `seed`, held out; both kept in their
+    original order."""
+    held = held_out(m, fraction)
     order = np.random.RandomState(seed).permutation(m)
     return np.sort(order[held:]), np.sort(order[:held])
 

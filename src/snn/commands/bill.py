@@ -382,7 +382,7 @@ def run(args: argparse.Namespace) -> int:
     from snn.asl import INLINE_MAP_CONCURRENCY, step_path
     from snn.billing import LATENCY_SOURCES, estimate, project_wall_time
     from snn.cli import err, out
-    from snn.epoch import plan
+    from snn.epoch import batches_per_epoch, plan, training_examples
     from snn.parameters import Parameters
     from snn.stages import sampled_epochs
     from snn.template import Template
@@ -400,19 +400,20 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.template).is_file():
         raise BillError(f"{args.template}: no such template (run from the project folder)")
     prices = _prices(args, args.template)
-    path = step_path(
-        Template.load(args.template).definition_document(), plan(p.with_epochs(epochs), "bill", 0)
-    )
-
     with tempfile.TemporaryDirectory(prefix="snn-cost-") as tmp:
-        data_dir, what, n_x = _data(args.data, Path(tmp))
+        data_dir, what, n_x, examples = _data(args.data, Path(tmp), p)
+        batches = batches_per_epoch(p, training_examples(p, examples))
+        path = step_path(
+            Template.load(args.template).definition_document(),
+            plan(p.with_epochs(epochs), "bill", 0, batches),
+        )
         err.print(
             f"metering runs of {SHORT_RUN} and {args.sample_epochs} epochs on the local engine "
             f"({what})..."
         )
         m = measure(p, data_dir, args.template, args.sample_epochs)
     samples = len(sampled_epochs(p.with_epochs(epochs)))
-    wall = project_wall_time(m, path, epochs, latencies)
+    wall = project_wall_time(m, path, epochs, latencies, batches)
     e = estimate(m, epochs, samples, prices, epoch_wall_seconds=wall.epoch_seconds)
 
     dims = "-".join(str(n) for n in p.layer_dims(n_x))
@@ -526,16 +527,19 @@ def _assumptions(title: str, columns: tuple[str, str], rows: list[tuple[str, str
     return table
 
 
-def _data(data: str | None, tmp: Path) -> tuple[Path, str, int]:
-    """The folder to meter on: --data, else $SNN_DATA_DIR, else synthetic pictures of the real
-    size and count (the requests and transitions depend only on the shapes)."""
+def _data(data: str | None, tmp: Path, p: Parameters) -> tuple[Path, str, int, int]:
+    """The data to meter on: --data, else $SNN_DATA_DIR, else synthetic pictures of the real
+    size and count (the requests and transitions depend only on the shapes). Returns it, what
+    it is, its input width and its training examples."""
     import os
 
-    from snn.data import load_dataset, synthetic_images, write_h5_pair
+    from snn.data import synthetic_images, write_h5_pair
+    from snn.sources import open_source
 
     folder = data or os.environ.get("SNN_DATA_DIR")
     if folder:
-        n_x = load_dataset(folder).n_x  # checked before any run starts
-        return Path(folder), f"data from {folder}", n_x
+        dataset = open_source(folder).dataset(p)  # checked before any run starts
+        return Path(folder), f"data from {folder}", dataset.n_x, dataset.train_x.shape[1]
     images = synthetic_images(size=64, m_train=209, m_test=50)
-    return write_h5_pair(tmp / "data", *images), "synthetic 64x64 pictures, 209 + 50", 12288
+    folder = write_h5_pair(tmp / "data", *images)
+    return folder, "synthetic 64x64 pictures, 209 + 50", 12288, 209
