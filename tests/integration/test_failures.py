@@ -112,3 +112,55 @@ def test_the_history_quota_fails_the_execution(
     record = saved_record(tmp_path / "run")
     assert (record["status"], record["error"]) == ("FAILED", "States.Runtime")
     assert 0 < record["committed_epoch"] < 40
+
+
+DIVERGENT = {
+    "epochs": 6,
+    "layers": 3,
+    "activations": {"layer1": "relu", "layer2": "relu", "layer3": "sigmoid"},
+    "neurons": {"layer1": 4, "layer2": 3, "layer3": 1},
+    "learning_rate": 10,
+    "initialization": "he",
+}
+
+
+@pytest.mark.parametrize("engine", ["direct", "local"])
+def test_a_diverging_run_fails_in_one_line_and_writes_no_model(
+    engine: str, tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cost is NaN from epoch 1 of this run: it fails there, says so in one line (the
+    epoch, the layer, the likely cause), exits 1, writes no model, and every file it leaves
+    is strict JSON."""
+    from snn.cli import main
+    from tests.helpers import ROOT
+
+    params = tmp_path / "divergent.json"
+    params.write_text(json.dumps(DIVERGENT))
+    out = tmp_path / "run"
+    args = ["train", "--engine", engine, "--params", str(params), "--data", str(data_dir)]
+    code = main([*args, "--out", str(out), "--quiet", "--template", str(ROOT / "template.yaml")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1, err
+    assert len(err.splitlines()) == 1, err
+    assert "failed at epoch 1 in Loss" in err and "NumericalError" in err
+    assert "learning rate (10.0) is probably too large" in err
+    assert "resume it" not in err  # a diverged run would diverge again
+    assert not (out / "model.npz").exists()
+    for path in out.rglob("*.json") if out.exists() else []:
+        json.loads(path.read_text(), parse_constant=lambda c, p=path: pytest.fail(f"{p}: {c}"))
+
+
+def test_two_starters_of_one_run_id_on_a_stack(embedded_stack: object, synthetic_dir: Path) -> None:
+    """Creating a run on a stack is one conditional write: the second starter is refused in one
+    line, before it has uploaded anything."""
+    from snn.engines.stack import create_run
+    from snn.errors import SnnError
+    from tests.helpers import Snapshot
+
+    st = embedded_stack.stack  # type: ignore[attr-defined]
+    create_run(st, "twice", tiny_parameters(), synthetic_dir)
+    snap = Snapshot(st)
+    before = snap()
+    with pytest.raises(SnnError, match="run twice already exists"):
+        create_run(st, "twice", tiny_parameters(5), synthetic_dir)
+    assert snap() == before

@@ -100,28 +100,27 @@ class Snapshots:
         self.manifest: dict[str, str] = {}
         self._next = time.monotonic()  # the first, as soon as the run exists
         self.saved_epoch: int | None = None
-        self.seconds = 0.0  # how long the last save took
 
     def due(self) -> bool:
         return time.monotonic() >= self._next
 
     def save(self, summary: dict[str, Any]) -> int | None:
-        """Save the run at its committed epoch; returns that epoch, or None if there is no run
-        to save (Init never created it). Immutable objects already saved are not read again."""
-        started = time.monotonic()
-        for _ in range(5):  # the committed epoch's weights go once two more epochs commit
+        """Save the run at its committed epoch; returns the epoch the saved state resumes from
+        (None: nothing saved yet). Immutable objects already saved are not read again. An
+        object that is not there (Init still writing, or an old step deleted while it was
+        read) leaves the last snapshot as it is, to be saved again at the next poll."""
+        for _ in range(3):  # the committed step's weights go once two more steps commit
             record = self.st.runs.get(self.run_id)
             if record is None:
-                self._next = time.monotonic() + 1.0
-                return None
+                break
             try:
                 self._save(record, summary)
-                self.seconds = time.monotonic() - started
                 self._next = time.monotonic() + self.every
                 return self.saved_epoch
             except MissingObject:
                 continue
-        raise SnnError(f"run {self.run_id}: could not save a consistent state to resume from")
+        self._next = time.monotonic() + 1.0
+        return self.saved_epoch
 
     def _save(self, record: dict[str, Any], summary: dict[str, Any]) -> None:
         committed, step = int(record["committed_epoch"]), int(record["committed_step"])
