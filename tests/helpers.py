@@ -51,6 +51,26 @@ def handler(name: str) -> Any:
     return importlib.import_module(f"snn.handlers.{name}").handler
 
 
+def init_event(flat: Any) -> Any:
+    """Init's event from a flat one (the execution input's fields and execution_name): the
+    input under "input", the execution's name beside it. Anything else is left as it is."""
+    if not isinstance(flat, dict):
+        return flat
+    event: dict[str, Any] = {"input": {k: v for k, v in flat.items() if k != "execution_name"}}
+    if "execution_name" in flat:
+        event["execution_name"] = flat["execution_name"]
+    return event
+
+
+def start_run(st: Any, run_id: str, p: Parameters, data: Path) -> dict[str, Any]:
+    """A run created on the stack and initialised, as an execution named run_id would: the plan."""
+    from snn.engines.stack import create_run
+
+    return handler("init")(
+        init_event({**create_run(st, run_id, p, data), "execution_name": run_id}), None
+    )
+
+
 def step_events(
     plan: dict[str, Any], epoch: int, batch: int = 0
 ) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -16,7 +16,7 @@ from snn import keys
 from snn.engines.stack import create_run
 from snn.errors import EventError
 from snn.handlers import read_event
-from tests.helpers import Snapshot, epoch_events, handler, network
+from tests.helpers import Snapshot, epoch_events, handler, init_event, network
 
 pytestmark = pytest.mark.xdist_group("embedded")
 
@@ -51,15 +51,15 @@ def test_read_event_accepts_only_what_it_can_vouch_for(event: Any) -> None:
             assert type(fields[name]) is int and fields[name] >= 0
 
 
-@given(TEXT, st.integers(-5, 10**8), st.integers(-5, 10**4), st.integers(-5, 10**6))
+@given(TEXT, st.integers(-5, 10**10), st.integers(-5, 10**4), st.integers(-5, 10**6))
 def test_a_key_is_made_of_validated_parts_or_not_at_all(
-    run_id: str, epoch: int, layer: int, shard: int
+    run_id: str, step: int, layer: int, shard: int
 ) -> None:
     try:
-        key = keys.matrix_key(run_id, epoch, "W", layer, shard)
+        key = keys.matrix_key(run_id, step, "W", layer, shard)
     except EventError:
         return
-    assert key.startswith(f"scratch/{run_id}/epoch/")
+    assert key.startswith(f"scratch/{run_id}/step/")
     assert key.count("/") == 6 and ".." not in key and "\n" not in key
 
 
@@ -82,7 +82,8 @@ def live_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
             definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
             roleArn="arn:aws:iam::123456789012:role/noop",
         )["stateMachineArn"]
-        init = {**create_run(stack, "r", network([2, 1]), Path(data)), "execution_name": "r"}
+        execution_input = create_run(stack, "r", network([2, 1]), Path(data))
+        init = init_event({**execution_input, "execution_name": "r"})
         plan = handler("init")(init, None)
         valid: dict[str, Any] = {"init": init}
         for stage, event in epoch_events(plan, 0):
@@ -94,7 +95,7 @@ def live_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
             "epoch": 0,
             "execution_name": "r",
             "state_machine_arn": noop,
-            "execution_input": {k: v for k, v in init.items() if k != "execution_name"},
+            "execution_input": execution_input,
         }
         valid["predict"] = {"run_id": "r", "image_base64": ""}
         yield stack, valid

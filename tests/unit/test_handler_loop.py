@@ -11,17 +11,16 @@ import numpy as np
 from snn import keys
 from snn import network as nn
 from snn.engines import direct
-from snn.engines.stack import create_run
 from snn.parameters import Parameters
 from snn.predict import read_weights
 from snn.stores import costs_in_order
-from tests.helpers import ROOT, handler, run_events, spec, three_layers
+from tests.helpers import ROOT, handler, run_events, spec, start_run, three_layers
 
 
 def train_through_handlers(st: Any, p: Parameters, data_dir: Path, run_id: str):
     """Costs (from the run record) and final weights (model.npz in S3) of a run whose every
     stage is a handler invocation."""
-    plan = handler("init")({**create_run(st, run_id, p, data_dir), "execution_name": run_id}, None)
+    plan = start_run(st, run_id, p, data_dir)
     run_events(plan)
     handler("evaluate")({"run_id": run_id}, None)
     record = st.runs.get(run_id)

@@ -25,7 +25,16 @@ from snn.errors import EventError
 from snn.parameters import Parameters
 from snn.predict import read_weights
 from snn.stores import costs_in_order, runs
-from tests.helpers import ROOT, Snapshot, epoch_events, handler, run_events, spec
+from tests.helpers import (
+    ROOT,
+    Snapshot,
+    epoch_events,
+    handler,
+    init_event,
+    run_events,
+    spec,
+    start_run,
+)
 
 RUN = "r"
 SHARD_STAGES = ("forward_linear", "activation", "backward", "update")
@@ -48,8 +57,8 @@ def prepare(st: Any, data_dir: Path, p: Parameters, stage: str, run_id: str = RU
     machine's order, and return that invocation's event."""
     event = create_run(st, run_id, p, data_dir)
     if stage == "init":
-        return {**event, "execution_name": run_id}
-    plan = handler("init")({**event, "execution_name": run_id}, None)
+        return {**event, "execution_name": run_id}  # flat: see init_event
+    plan = handler("init")(init_event({**event, "execution_name": run_id}), None)
     if stage == "record_failure":
         return {"run_id": run_id, "execution_name": run_id, "error": "E", "cause": "C"}
     if stage == "evaluate":
@@ -173,11 +182,11 @@ def test_init(st: Any, synthetic_dir: Path, params: Parameters, tmp_path: Path) 
     good = prepare(st, synthetic_dir, params, "init")
     # Runs that init must refuse to touch: other parameters, other data, one that has failed.
     other = create_run(st, "other", params, synthetic_dir)
-    handler("init")({**other, "execution_name": "other"}, None)
+    handler("init")(init_event({**other, "execution_name": "other"}), None)
     changed = Parameters.from_dict({**params.to_dict(), "learning_rate": 0.5})
     st.store.put_bytes(other["parameters_key"], changed.to_json().encode())
     failed = create_run(st, "failed", params, synthetic_dir)
-    handler("init")({**failed, "execution_name": "failed"}, None)
+    handler("init")(init_event({**failed, "execution_name": "failed"}), None)
     handler("record_failure")(
         {"run_id": "failed", "execution_name": "failed", "error": "E", "cause": "C"}, None
     )
@@ -226,9 +235,15 @@ def test_init(st: Any, synthetic_dir: Path, params: Parameters, tmp_path: Path) 
         "run exists with other parameters": {**other, "execution_name": "other"},
         "run has failed": {**failed, "execution_name": "failed"},
     }
+    bad = {why: init_event(event) for why, event in bad.items()}
+    bad |= {
+        "input not an object": {"input": [good], "execution_name": RUN},
+        "a field beside input": {**init_event(good), "run_id": RUN},
+        "execution_name inside input": {"input": good},
+    }
     before = expect_rejections(snap, "init", bad)
 
-    plan = handler("init")(good, None)
+    plan = handler("init")(init_event(good), None)
     assert plan == make_plan(params, RUN, 0)
     objects, _ = snap()
     record = st.runs.get(RUN)
@@ -247,10 +262,10 @@ def test_init(st: Any, synthetic_dir: Path, params: Parameters, tmp_path: Path) 
     # Init again: the same run is carried on as it is; the same run id with other data is
     # refused, and nothing changes (the data a warm container holds stays the run's data).
     after = snap()
-    assert handler("init")(good, None) == plan
+    assert handler("init")(init_event(good), None) == plan
     assert snap() == after
     with pytest.raises(EventError, match="other data"):
-        handler("init")({**good, "train_key": other_upload["train_key"]}, None)
+        handler("init")(init_event({**good, "train_key": other_upload["train_key"]}), None)
     assert snap() == after
 
 
@@ -279,7 +294,7 @@ def test_commit(st: Any, synthetic_dir: Path, params: Parameters) -> None:
 def test_evaluate(st: Any, synthetic_dir: Path, params: Parameters) -> None:
     good = prepare(st, synthetic_dir, params, "evaluate")
     early = create_run(st, "early", params, synthetic_dir)
-    handler("init")({**early, "execution_name": "early"}, None)  # at epoch 0: nothing to evaluate
+    handler("init")(init_event({**early, "execution_name": "early"}), None)  # nothing to evaluate
     snap = Snapshot(st)
     bad = common_bad_events(good) | {"run not finished": {"run_id": "early"}}
     before = expect_rejections(snap, "evaluate", bad)
@@ -500,7 +515,7 @@ def test_every_stage_is_idempotent(
     monkeypatch.setattr(runs, "now", lambda: f"2030-01-01T00:00:00.{next(ticks):06d}Z")
     p = params.with_epochs(3)  # the commit of epoch 2 deletes epoch 1 (not a checkpoint)
     snap = Snapshot(st)
-    init_event = {**create_run(st, RUN, p, synthetic_dir), "execution_name": RUN}
+    first = init_event({**create_run(st, RUN, p, synthetic_dir), "execution_name": RUN})
 
     def twice(stage: str, event: dict[str, Any]) -> Any:
         first = handler(stage)(event, None)
@@ -512,12 +527,17 @@ def test_every_stage_is_idempotent(
         assert after_second[1] == after_first[1], f"{stage} {event}: the run table changed"
         return first
 
-    plan = twice("init", init_event)
+    plan = twice("init", first)
     for epoch in range(p.epochs):
         for stage, event in epoch_events(plan, epoch):
             result = twice(stage, event)
             if stage == "commit":
-                assert result == {"epoch": epoch + 1, "batch": 0, "step": epoch + 1, "stopped": False}
+                assert result == {
+                    "epoch": epoch + 1,
+                    "batch": 0,
+                    "step": epoch + 1,
+                    "stopped": False,
+                }
                 assert st.runs.get(RUN)["committed_epoch"] == epoch + 1  # advanced once
     assert not any(k.startswith(keys.step_prefix(RUN, 1)) for k in snap()[0])
     twice("evaluate", {"run_id": RUN})
@@ -538,7 +558,7 @@ def test_events_out_of_order_change_nothing(
     commit, a late stage of an epoch already committed: each is refused with nothing written,
     and the run, carried on in order afterwards, is the direct engine's bit for bit."""
     p = params.with_epochs(3)
-    plan = handler("init")({**create_run(st, RUN, p, synthetic_dir), "execution_name": RUN}, None)
+    plan = start_run(st, RUN, p, synthetic_dir)
     snap = Snapshot(st)
     steps = list(epoch_events(plan, 0))
     commit0 = {"run_id": RUN, "epoch": 0, "batch": 0}

@@ -2,6 +2,7 @@
 DynamoDB or in memory. Stages see only these interfaces, so every engine runs the same code."""
 
 from snn.stores.clients import aws_client, reset_clients
+from snn.stores.dynamo import DynamoRunTable
 from snn.stores.matrices import (
     CorruptObject,
     MatrixStore,
@@ -13,7 +14,6 @@ from snn.stores.matrices import (
 )
 from snn.stores.runs import (
     ConditionFailed,
-    DynamoRunTable,
     MemoryRunTable,
     RunTable,
     When,
