@@ -30,11 +30,11 @@ from typing import Any
 import pytest
 
 from snn import epoch, keys
-from snn.commands.bill import invocations_reach_thread_pools
 from snn.engines import local
 from snn.engines.local import ACCOUNT, REGION, EmbeddedStack, LambdaService
 from snn.engines.local.embedded import status_change_event
 from snn.engines.stack import create_run, start
+from snn.metering import invocations_reach_thread_pools
 from snn.parameters import Parameters
 from snn.stores.matrices import S3Store
 from snn.template import load_yaml

@@ -22,8 +22,9 @@ from snn.billing import (
 )
 from snn.cli import main
 from snn.commands import COMMANDS
-from snn.commands.bill import LATENCY_FLAGS, PRICE_FLAGS, measure, record_size
+from snn.commands.bill import LATENCY_FLAGS, PRICE_FLAGS
 from snn.epoch import plan
+from snn.metering import measure, record_size
 from snn.parameters import Parameters
 from snn.template import Template
 
