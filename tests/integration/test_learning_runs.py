@@ -60,13 +60,28 @@ def test_local_equals_direct(fields: dict[str, Any], synthetic_dir: Path) -> Non
     assert_same_run(local.train(spec(p, synthetic_dir)), direct.train(spec(p, synthetic_dir)))
 
 
-def test_aws_engine_equals_direct(synthetic_dir: Path, aws_env: None) -> None:
+@pytest.mark.parametrize(
+    "fields",
+    [
+        EVERYTHING,
+        {
+            "optimizer": {"name": "momentum"},
+            "batch_size": 10,
+            "validation": 0.25,
+            "early_stopping": {"patience": 1},
+        },
+    ],
+    ids=["adam-l2-decay-validation", "momentum-early-stopping"],
+)
+def test_aws_engine_equals_direct(
+    fields: dict[str, Any], synthetic_dir: Path, aws_env: None
+) -> None:
     """The AWS engine on a stack whose outputs come from CloudFormation (emulated)."""
     import boto3
 
     from snn.engines.local import EmbeddedStack
 
-    p = learner(**EVERYTHING)
+    p = learner(**fields)
     with EmbeddedStack(ROOT / "template.yaml") as embedded:
         st = embedded.stack
         assert st is not None
