@@ -85,6 +85,7 @@ class LambdaService:
         self.handlers = handlers
         self.timeouts = timeouts
         self.invocations: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()  # time spent in each function's handler
         self.fault_rate = fault_rate
         self.faults: Counter[str] = Counter()
         self.on_data_limit: DataLimitHandler | None = None
@@ -124,6 +125,7 @@ class LambdaService:
         with self._lock:
             self.invocations[name] += 1
             self.in_flight += 1
+        started = time.perf_counter()
         try:
             result = handler(event, context)
             return json.dumps(result, allow_nan=False).encode(), None
@@ -132,6 +134,16 @@ class LambdaService:
         finally:
             with self._lock:
                 self.in_flight -= 1
+                self.seconds[name] += time.perf_counter() - started
+
+    def mean_ms(self) -> dict[str, float]:
+        """Each function's mean handler time so far, in milliseconds."""
+        with self._lock:
+            return {
+                name: round(1000 * self.seconds[name] / n, 3)
+                for name, n in self.invocations.items()
+                if n
+            }
 
     def on_before_call(self, params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]]:
         """botocore's before-call for lambda.Invoke: the answer, without any HTTP."""

@@ -77,7 +77,13 @@ class LocalFollower(Follower):
                 f"{too_big}, over the {MAX_PAYLOAD_BYTES}-byte limit",
             )
         if self.spec.progress:
-            self.spec.progress.progress.tracker.feed(arn, events)
+            tracker = self.spec.progress.progress.tracker
+            tracker.feed(arn, events)
+            assert self.embedded.lambdas is not None
+            tracker.measured_ms = {  # a Task is named after its function
+                name.removesuffix("Function"): ms
+                for name, ms in self.embedded.lambdas.mean_ms().items()
+            }
 
     def ended(self, arn: str, execution: Execution) -> None:
         self.embedded.execution_ended(execution.description)
