@@ -1,6 +1,6 @@
 """The `snn` command.
 
-    snn train [--engine local|direct|aws] [--params FILE] [--data DIR] [--epochs N] [--out DIR]
+    snn train [--engine local|direct|aws] [--params FILE] [--data PATH] [--epochs N] [--out DIR]
     snn predict | evaluate | inspect | bill | serve ...        (see snn.commands)
 
 Expected failures (bad input, missing data, a failed run) print one line and exit non-zero: 2 for

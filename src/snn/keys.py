@@ -1,7 +1,10 @@
 """Where a run's data lives: the S3 key layout and the run table's item keys, and nowhere else.
 
-    uploads/{sha256}/{file}                              inputs, content-addressed (h5 files,
-                                                         pictures); a run's data never changes
+    uploads/{sha256}/{file}                              inputs, content-addressed: the two h5
+                                                         files, or data.npz (an .npz data set, or
+                                                         a folder of pictures made into one), and
+                                                         pictures to classify; a run's data never
+                                                         changes
     runs/{run_id}/parameters.json                        the network, as validated
     runs/{run_id}/data/{split}_{x|y}.npy                 the preprocessed data set (Init):
                                                          train, valid (if held out), test
@@ -31,7 +34,7 @@ The run table (hash key run_id, range key entry):
     (run_id, "cost#{epoch:07d}")                         the cost of one epoch
     (run_id, "claim")                                    the starter that created the run
 
-Keys are immutable and versioned by epoch: a stage reads objects of its epoch and writes new keys
+Keys are immutable and versioned by step: a stage reads objects of its step and writes new keys
 only, and writing a key again writes the same bytes. That makes every stage safe to retry. Shard
 keys sort in neuron order and are always assembled by index, never by listing.
 

@@ -28,7 +28,6 @@ from snn.npz import NpzError, read_npz
 
 MEMBERS = ("train_x", "train_y", "test_x", "test_y", "info")
 TEST_FRACTION = 0.2
-SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def read_npz_dataset(source: str | Path | bytes, name: str, seed: int) -> Dataset:

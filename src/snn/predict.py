@@ -81,15 +81,20 @@ class Model:
     run_folder: Path | None = None  # the folder with its metrics.json, if any
     classes: tuple[str, ...] = LABELS  # the names of its predictions 0 and 1
     inputs: dict[str, Any] | None = None  # what an example is (None: S x S RGB pictures)
+    parameters: Parameters | None = None  # the run's, from its metrics.json (if any)
 
     @property
     def n_x(self) -> int:
         return int(self.weights[0][0].shape[1])
 
     @property
+    def takes_pictures(self) -> bool:
+        return self.inputs is None or self.inputs.get("kind") == "image"
+
+    @property
     def image_size(self) -> int:
         """The side of the square RGB pictures it takes (a ModelError for a model of values)."""
-        if self.inputs is not None and self.inputs.get("kind") != "image":
+        if not self.takes_pictures:
             raise ModelError(
                 f"the model takes {self.n_x} values per example, not pictures (it was trained "
                 "on an .npz of numbers)"
@@ -170,6 +175,18 @@ def read_model(source: str | Path | bytes, name: str = "model") -> tuple[Weights
                     f"{name}: {key} holds NaN or infinite values: not a usable model "
                     "(did its run diverge? a lower learning rate may help)"
                 )
+    n_x = int(arrays["W1"].shape[1])
+    taken = info["input"]
+    if taken is None or taken.get("kind") == "image":
+        try:
+            side = image_size(n_x)
+        except ModelError as exc:
+            raise ModelError(f"{name}: {exc}") from None
+        if taken is not None and taken.get("size") != side:
+            raise ModelError(
+                f"{name}: its info says {taken.get('size')!r}-pixel pictures, "
+                f"its weights take {side} x {side}"
+            )
     return [(arrays[f"W{layer}"], arrays[f"b{layer}"]) for layer in range(1, layers + 1)], info
 
 
@@ -200,11 +217,11 @@ def default_activations(layers: int) -> tuple[str, ...]:
     return ("relu",) * (layers - 1) + ("sigmoid",)
 
 
-def activations_from_metrics(path: Path) -> tuple[str, ...]:
-    """The activations of a run, from the "parameters" of its metrics.json."""
+def parameters_from_metrics(path: Path) -> Parameters:
+    """The parameters of a run, from the "parameters" of its metrics.json."""
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
-        return Parameters.from_dict(metrics["parameters"]).activations
+        return Parameters.from_dict(metrics["parameters"])
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"{path}: cannot be read ({exc})") from None
     except (KeyError, TypeError, ParametersError) as exc:
@@ -248,12 +265,14 @@ def load_model(where: str | Path | None, runs_dir: str | Path = "runs") -> Model
         raise ModelError(f"{where}: no such run folder or model file")
     weights, info = read_model(path, str(path))
     metrics = path.parent / "metrics.json"
-    if metrics.is_file():
-        activations, folder = activations_from_metrics(metrics), path.parent
+    parameters = parameters_from_metrics(metrics) if metrics.is_file() else None
+    if parameters is not None:
+        activations, folder = parameters.activations, path.parent
     else:
         activations, folder = default_activations(len(weights)), None
     check_model(weights, activations, str(path))
-    return Model(weights, activations, path, folder, tuple(info["classes"]), info["input"])
+    classes = tuple(info["classes"])
+    return Model(weights, activations, path, folder, classes, info["input"], parameters)
 
 
 # --- pictures ------------------------------------------------------------------------------------

@@ -13,12 +13,17 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from snn import keys
 from snn.data import TEST_FILE, TRAIN_FILE, Dataset, read_h5_pair
 from snn.errors import DataError
 from snn.own_data import is_pictures_folder, pictures_npz, read_npz_dataset
 from snn.parameters import Parameters
+from snn.training import Training
+
+if TYPE_CHECKING:
+    from snn.predict import Model
 
 # The fields of an execution input that name a run's data, in either form.
 DATA_FIELDS = ("train_key", "test_key", "data_key")
@@ -31,30 +36,30 @@ class DataSource:
     kind: str  # "h5", "npz" or "pictures"
     positive: str | None = None  # the positive class of a folder of pictures
 
-    def uploads(self, p: Parameters) -> dict[str, tuple[str, bytes]]:
+    def uploads(self, training: Training) -> dict[str, tuple[str, bytes]]:
         """{execution input field: (upload key, bytes)}."""
         if self.kind == "h5":
             files = (("train_key", TRAIN_FILE), ("test_key", TEST_FILE))
             return {field: _upload((self.path / name).read_bytes(), name) for field, name in files}
-        return {"data_key": _upload(self._npz(p), NPZ_NAME)}
+        return {"data_key": _upload(self._npz(training), NPZ_NAME)}
 
-    def keys(self, p: Parameters) -> dict[str, str]:
-        return {field: key for field, (key, _) in self.uploads(p).items()}
+    def keys(self, training: Training) -> dict[str, str]:
+        return {field: key for field, (key, _) in self.uploads(training).items()}
 
-    def dataset(self, p: Parameters) -> Dataset:
+    def dataset(self, training: Training) -> Dataset:
+        """The data set, read as a run with these training settings reads it (the shuffle seed
+        splits an .npz without a test set; pictures are resized to the image size)."""
         if self.kind == "h5":
             return read_h5_pair(self.path)
-        return read_npz_dataset(self._npz(p), str(self.path), p.training.shuffle_seed)
+        return read_npz_dataset(self._npz(training), str(self.path), training.shuffle_seed)
 
-    def _npz(self, p: Parameters) -> bytes:
+    def _npz(self, training: Training) -> bytes:
         if self.kind == "npz":
             try:
                 return self.path.read_bytes()
             except OSError as exc:
                 raise DataError(f"{self.path}: cannot be read ({exc.strerror})") from None
-        return pictures_npz(
-            self.path, p.training.image_size, self.positive, p.training.shuffle_seed
-        )
+        return pictures_npz(self.path, training.image_size, self.positive, training.shuffle_seed)
 
 
 def _upload(data: bytes, name: str) -> tuple[str, bytes]:
@@ -79,6 +84,30 @@ def open_source(path: str | Path, positive: str | None = None) -> DataSource:
         f"{path}: neither the two h5 files ({TRAIN_FILE}, {TEST_FILE}), nor class folders of "
         "pictures"
     )
+
+
+def model_dataset(data: str | Path | None, model: Model) -> Dataset:
+    """The data a trained model is judged on, read as its run read it: `data` (default as for
+    `snn train`), with the run's training settings (an .npz's test split, the pictures' size)
+    and, for a folder of pictures, the model's positive class."""
+    from dataclasses import replace
+
+    from snn.data import resolve_data_dir
+
+    source = open_source(resolve_data_dir(data), positive=model.classes[1])
+    if model.parameters is not None:
+        training = model.parameters.training
+    elif source.kind == "pictures":
+        training = replace(Training(), image_size=model.image_size)
+    else:
+        training = Training()
+    dataset = source.dataset(training)
+    if dataset.n_x != model.n_x:
+        raise DataError(
+            f"{source.path}: its examples have {dataset.n_x} values but the model takes "
+            f"{model.n_x} (is it the data this model was trained on?)"
+        )
+    return dataset
 
 
 def dataset_from_uploads(fields: dict[str, bytes], p: Parameters, name: str) -> Dataset:

@@ -41,6 +41,7 @@ OPTIMIZERS: dict[str, dict[str, float]] = {
     "adam": {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8},
 }
 MAX_BATCH = 1_000_000
+MAX_SHUFFLE_SEED = 2**32 - 1_000_002  # + epoch + 1 < 2**32 for a million epochs
 DEFAULT_SHUFFLE_SEED = 10
 DEFAULT_IMAGE_SIZE = 64
 
@@ -160,9 +161,11 @@ def parse(raw: dict[str, Any]) -> Training:
             f'"batch_size" must be a whole number from 1 to {MAX_BATCH}, got {batch_size!r}'
         )
     shuffle_seed = raw.get("shuffle_seed", DEFAULT_SHUFFLE_SEED)
-    if not _is_int(shuffle_seed) or not 0 <= shuffle_seed < 2**32 - 1_000_000_000:
+    # epoch e seeds with shuffle_seed + e + 1, which must stay below 2**32 for any epoch count
+    if not _is_int(shuffle_seed) or not 0 <= shuffle_seed <= MAX_SHUFFLE_SEED:
         raise ParametersError(
-            f'"shuffle_seed" must be a whole number from 0 to 3,000,000,000, got {shuffle_seed!r}'
+            f'"shuffle_seed" must be a whole number from 0 to {MAX_SHUFFLE_SEED:,}, '
+            f"got {shuffle_seed!r}"
         )
     l2 = raw.get("l2", 0.0)
     if not _number(l2) or not 0 <= l2 <= 1e6:

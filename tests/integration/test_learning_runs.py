@@ -213,6 +213,14 @@ def test_a_folder_of_pictures_trains_and_predicts_with_its_class_names(
     assert main(["predict", "--model", str(out), "--json", str(cat), str(other)]) == 0
     answers = json.loads(capsys.readouterr().out)
     assert {a["label"] for a in answers} <= {"cat", "not-a-cat"}
+    # evaluate and inspect read the folder as the run did: its test split, its picture size
+    assert main(["evaluate", "--model", str(out), "--data", str(pictures)]) == 0
+    assert "not-a-cat as cat" in capsys.readouterr().out
+    evaluation = json.loads((out / "metrics.json").read_text())["evaluation"]
+    assert evaluation["train"]["accuracy"] == metrics["train_accuracy"]
+    assert evaluation["test"]["accuracy"] == metrics["test_accuracy"]
+    assert main(["inspect", str(out), "--data", str(pictures), "--layer", "1"]) == 0
+    assert (out / "inspect" / "layer1_weights.png").is_file()
     # a folder with a file that is not a picture: one line naming it, and no run
     (pictures / "train" / "cat" / "notes.txt").write_text("not a picture")
     assert (
@@ -232,3 +240,37 @@ def test_a_folder_of_pictures_trains_and_predicts_with_its_class_names(
     )
     assert "notes.txt" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
+
+
+def test_an_npz_of_values_trains_the_same_on_every_engine_and_is_evaluated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Numbers, not pictures: the seeded test split is the same on both engines; evaluate reads
+    the file as the run did; pictures are refused by a model of values."""
+    rng = np.random.default_rng(4)
+    y = np.arange(60) % 2
+    data = tmp_path / "mine.npz"
+    np.savez(data, train_x=rng.normal(size=(60, 6)) + y[:, None], train_y=y)
+    p = network([3, 1], epochs=6, learning_rate=0.1, batch_size=16, shuffle_seed=5)
+    embedded = local.train(spec(p, data))
+    assert_same_run(embedded, direct.train(spec(p, data)))
+    out = tmp_path / "run"
+    params = tmp_path / "p.json"
+    params.write_text(p.to_json())
+    assert main(["train", "--params", str(params), "--data", str(data), "--out", str(out),
+                 "--engine", "direct", "--quiet"]) == 0  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_split"] == {"fraction": 0.2, "seed": 5, "examples": 12}
+    assert metrics["costs"] == embedded.costs
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out), "--data", str(data)]) == 0
+    evaluation = json.loads((out / "metrics.json").read_text())["evaluation"]
+    assert evaluation["test"]["examples"] == 12
+    assert evaluation["test"]["accuracy"] == metrics["test_accuracy"]
+    assert main(["inspect", str(out), "--data", str(data)]) == 0
+    assert not (out / "inspect" / "layer1_weights.png").exists()  # values, not pictures
+    picture = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(picture)
+    capsys.readouterr()
+    assert main(["predict", "--model", str(out), str(picture)]) != 0
+    assert "not pictures" in capsys.readouterr().err

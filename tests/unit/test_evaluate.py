@@ -115,7 +115,7 @@ def test_bad_inputs_are_one_line_errors(
         (["evaluate", "--data", str(synthetic_dir)], "no model"),  # no runs/ here
         (["evaluate", "--model", str(empty), "--data", str(synthetic_dir)], "no model.npz"),
         (["evaluate", "--model", str(corrupt), "--data", str(synthetic_dir)], "not a readable"),
-        (["evaluate", "--model", str(run), "--data", str(tmp_path / "nodata")], "does not exist"),
+        (["evaluate", "--model", str(run), "--data", str(tmp_path / "nodata")], "no such data"),
         (["evaluate", "--model", str(run), "--data", str(other_size)], "the model takes 48"),
     ]
     for argv, message in cases:

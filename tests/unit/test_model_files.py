@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from snn import predict
+from snn.own_data import info_array
 from snn.predict import ModelError
 from snn.report import model_arrays, model_bytes
 
@@ -176,5 +177,11 @@ def test_the_reader_gives_what_numpy_gives(tmp_path: Path) -> None:
             assert np.array_equal(W, arrays[f"W{layer}"]) and W.dtype == np.float64
             assert np.array_equal(b, arrays[f"b{layer}"])
             assert W.flags.writeable
-    empty_layer = {"W1": np.zeros((1, 0)), "b1": np.zeros((1, 1))}
+    values = {"classes": ["a", "b"], "input": {"kind": "values"}}
+    empty_layer = {"W1": np.zeros((1, 0)), "b1": np.zeros((1, 1)), "info": info_array(values)}
     assert predict.read_weights(npz(**empty_layer), "m.npz")[0][0].shape == (1, 0)
+    # a model of pictures takes S x S x 3 inputs, the S its info says
+    pictures = {"classes": ["a", "b"], "input": {"kind": "image", "size": 3}}
+    wrong = {"W1": np.zeros((1, 12)), "b1": np.zeros((1, 1)), "info": info_array(pictures)}
+    with pytest.raises(ModelError, match="3-pixel pictures, its weights take 2 x 2"):
+        predict.read_weights(npz(**wrong), "m.npz")

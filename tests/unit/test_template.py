@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from snn.template import Template, TemplateError, load_yaml
-from tests.unit.handler_steps import STAGES as _STAGES
+from tests.helpers import STAGES as _STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

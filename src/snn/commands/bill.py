@@ -331,7 +331,7 @@ def _data(data: str | None, tmp: Path, p: Parameters) -> tuple[Path, str, int, i
 
     folder = data or os.environ.get("SNN_DATA_DIR")
     if folder:
-        dataset = open_source(folder).dataset(p)  # checked before any run starts
+        dataset = open_source(folder).dataset(p.training)  # checked before any run starts
         return Path(folder), f"data from {folder}", dataset.n_x, dataset.train_x.shape[1]
     images = synthetic_images(size=64, m_train=209, m_test=50)
     folder = write_h5_pair(tmp / "data", *images)

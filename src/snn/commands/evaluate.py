@@ -1,4 +1,4 @@
-"""`snn evaluate [--model ...] [--data DIR]`: how well a trained model classifies the data set.
+"""`snn evaluate [--model ...] [--data PATH]`: how well a trained model classifies the data set.
 
 Accuracy, the confusion matrix and the rates derived from it, on the training and the test set.
 For a run folder, the numbers are also written into its metrics.json under "evaluation".
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from snn.commands.predict import MODEL_HELP
+from snn.commands.predict import DATA_HELP, MODEL_HELP
 
 if TYPE_CHECKING:
     from snn.data import Dataset
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", metavar="RUN_FOLDER_OR_model.npz", help=MODEL_HELP)
     parser.add_argument(
         "--data",
-        help="folder with the two h5 files (default: $SNN_DATA_DIR, else the downloaded cache)",
+        help=DATA_HELP,
     )
     parser.set_defaults(func=run)
 
@@ -109,12 +109,13 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from snn.cli import out
-    from snn.data import load_dataset, resolve_data_dir
+    from snn.data import resolve_data_dir
     from snn.predict import load_model
+    from snn.sources import model_dataset
 
     model = load_model(args.model)
     data_dir = resolve_data_dir(args.data)
-    results = evaluate(model, load_dataset(data_dir))
+    results = evaluate(model, model_dataset(data_dir, model))
 
     table = Table(
         title=f"evaluation of {model.path}",
@@ -125,14 +126,15 @@ def run(args: argparse.Namespace) -> int:
     table.add_column("")
     table.add_column("train", justify="right")
     table.add_column("test", justify="right")
+    negative, positive = model.classes
     rows = [
         ("examples", "examples"),
         ("correct", "correct"),
         ("accuracy", "accuracy"),
-        ("true positives (cat as cat)", "true_positive"),
-        ("false positives (non-cat as cat)", "false_positive"),
-        ("true negatives", "true_negative"),
-        ("false negatives (cat missed)", "false_negative"),
+        (f"true positives ({positive} as {positive})", "true_positive"),
+        (f"false positives ({negative} as {positive})", "false_positive"),
+        (f"true negatives ({negative} as {negative})", "true_negative"),
+        (f"false negatives ({positive} missed)", "false_negative"),
         ("sensitivity (recall)", "sensitivity"),
         ("specificity", "specificity"),
         ("precision", "precision"),

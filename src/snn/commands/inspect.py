@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from snn.commands.predict import DATA_HELP
 from snn.inspection import (
     InspectError,
     Layer,
@@ -56,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--data",
-        help="folder with the two h5 files (default: $SNN_DATA_DIR, else the downloaded cache)",
+        help=DATA_HELP,
     )
     parser.set_defaults(func=run)
 
@@ -220,10 +221,11 @@ def _replace_folder(new: Path, target: Path) -> None:
 
 
 def write_figures(
-    folder: Path, shown: list[tuple[Layer, list[int]]], side: int, epochs: np.ndarray
+    folder: Path, shown: list[tuple[Layer, list[int]]], side: int | None, epochs: np.ndarray
 ) -> list[str]:
     """Every figure into folder/inspect, whole or not at all: drawn in a temporary folder beside
-    it, which then replaces it (and an older inspect/). Returns the names written."""
+    it, which then replaces it (and an older inspect/). Returns the names written. The first
+    layer's weights are drawn as pictures of `side` x `side` (none for a model of values)."""
     target = folder / "inspect"
     try:
         tmp = Path(tempfile.mkdtemp(prefix=".inspect.", dir=folder))
@@ -232,7 +234,7 @@ def write_figures(
     try:
         written: list[Path] = []
         for layer, neurons in shown:
-            if layer.number == 1:
+            if layer.number == 1 and side is not None:
                 written += write_weight_pictures(tmp, layer.W, side, neurons)
             written.append(write_activation_histograms(tmp, layer, neurons))
             curve = write_gradient_curves(tmp, layer, neurons, epochs)
@@ -248,9 +250,8 @@ def write_figures(
 
 def run(args: argparse.Namespace) -> int:
     from snn.cli import err, out
-    from snn.data import load_dataset
-    from snn.errors import DataError
     from snn.predict import ModelError, load_model
+    from snn.sources import model_dataset
 
     folder = Path(args.run_folder)
     if not folder.is_dir():
@@ -260,11 +261,7 @@ def run(args: argparse.Namespace) -> int:
         raise ModelError(f"{folder}: no metrics.json, so not a run folder of `snn train`")
     widths = [W.shape[0] for W, _ in model.weights]
     chosen = choose(args.layer, args.neuron, widths)
-    dataset = load_dataset(args.data)
-    if dataset.n_x != model.n_x:
-        raise DataError(
-            f"the data set's pictures have {dataset.n_x} values but the model takes {model.n_x}"
-        )
+    dataset = model_dataset(args.data, model)
     epochs, history, why = read_history(folder / "neurons.npz", widths)
     every = layers(model.weights, model.activations, dataset.train_x, history)
     if history is None:
@@ -273,7 +270,8 @@ def run(args: argparse.Namespace) -> int:
     shown = [(every[number - 1], neurons) for number, neurons in chosen.items()]
     for layer, neurons in shown:
         _print_tables(layer, neuron_rows(layer, neurons, epochs), epochs, dataset.train_x.shape[1])
-    names = write_figures(folder, shown, model.image_size, epochs)
+    side = model.image_size if model.takes_pictures else None
+    names = write_figures(folder, shown, side, epochs)
     out.print(
         f"figures in {folder / 'inspect'}: "
         + ", ".join(n for n in names if "_neuron" not in n)

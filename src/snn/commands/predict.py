@@ -16,6 +16,10 @@ MODEL_HELP = (
     "relu hidden layers and a sigmoid output are assumed); default: the newest folder in runs/ "
     "that has a model.npz"
 )
+DATA_HELP = (
+    "the data the model was trained on: a folder with the two h5 files of the cat/non-cat set, "
+    "an .npz, or a folder of pictures (default: $SNN_DATA_DIR, else the downloaded cache)"
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

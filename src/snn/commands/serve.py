@@ -42,8 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--data",
-        help="folder with the two h5 files, for the neurons' Z and A over the training set "
-        "(default: $SNN_DATA_DIR, else the downloaded cache)",
+        help="the data the runs were trained on, for the neurons' Z and A over the training set: "
+        "a folder with the two h5 files, an .npz, or a folder of pictures (default: "
+        "$SNN_DATA_DIR, else the downloaded cache)",
     )
     parser.add_argument(
         "--definition",

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     run_id = check_run_id(args.run_id) if args.run_id else new_run_id()
     data = resolve_data_dir(args.data)
     source = open_source(data, args.positive)
-    dataset = source.dataset(p)  # validates the data before any run starts
+    dataset = source.dataset(p.training)  # validates the data before any run starts
     if not args.quiet:
         dims = "-".join(str(n) for n in p.layer_dims(dataset.n_x))
         err.print(

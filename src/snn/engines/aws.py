@@ -7,6 +7,7 @@ the run record, collect."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from typing import Any
 
@@ -14,7 +15,7 @@ from snn import keys
 from snn.engines import RunSpec
 from snn.engines.follow import Follower, run_summary
 from snn.engines.stack import Stack, collect, create_run, start
-from snn.errors import SnnError
+from snn.errors import Interrupted, RunInterrupted, SnnError
 from snn.parameters import Parameters
 from snn.report import RunResult
 from snn.stores import costs_in_order
@@ -54,12 +55,13 @@ def train(spec: RunSpec, stack_name: str, session: Any = None) -> RunResult:
     st = connect(stack_name, session)
     event = create_run(st, spec.run_id, spec.parameters, spec.source())
     arn = start(st, event, name=spec.run_id)
-    return _follow(st, spec, arn, 0, began)
+    return _follow(st, spec, arn, 0, began, stack_name)
 
 
 def resume(spec: RunSpec, stack_name: str, session: Any = None) -> RunResult:
-    """Carry on a run that failed or was stopped, from its last committed epoch, in a new
-    execution of the deployed state machine."""
+    """Carry on a run that failed or was stopped, from its last committed step, in a new
+    execution of the deployed state machine; or follow a run still running (its follower
+    stopped, say) to its end."""
     began = time.perf_counter()
     st = connect(stack_name, session)
     run_id = keys.check_run_id(spec.run_id)
@@ -76,11 +78,12 @@ def resume(spec: RunSpec, stack_name: str, session: Any = None) -> RunResult:
     except st.sfn.exceptions.ExecutionDoesNotExist:
         raise SnnError(f"run {run_id}: its execution {current} does not exist") from None
     if description["status"] == "RUNNING":
-        raise SnnError(f"run {run_id} is still running in execution {current}")
-    event = json.loads(description["input"])
-    st.runs.update(run_id, {"status": "RUNNING"}, when={"status": ("FAILED", "RUNNING")})
-    arn = start(st, event, name=keys.resumed_execution_name(run_id, int(time.time())))
-    return _follow(st, spec, arn, int(record["committed_epoch"]), began)
+        arn = description["executionArn"]  # nothing to start: follow it
+    else:
+        event = json.loads(description["input"])
+        st.runs.update(run_id, {"status": "RUNNING"}, when={"status": ("FAILED", "RUNNING")})
+        arn = start(st, event, name=keys.resumed_execution_name(run_id, int(time.time())))
+    return _follow(st, spec, arn, int(record["committed_epoch"]), began, stack_name)
 
 
 def saved_run(stack_name: str, run_id: str, session: Any = None) -> tuple[Parameters, list[float]]:
@@ -94,10 +97,20 @@ def saved_run(stack_name: str, run_id: str, session: Any = None) -> tuple[Parame
     return Parameters.from_json(record["parameters"]), costs
 
 
-def _follow(st: Stack, spec: RunSpec, arn: str, reported: int, began: float) -> RunResult:
+def _follow(
+    st: Stack, spec: RunSpec, arn: str, reported: int, began: float, stack_name: str
+) -> RunResult:
     follower = Follower(st, spec.run_id, spec.epoch_done, FOLLOW_SECONDS, reported=reported)
-    executions = follower.follow(arn)
+    again = f"snn train --engine aws --stack {stack_name} --resume {spec.run_id}"
+    try:
+        executions = follower.follow(arn)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        raise RunInterrupted(
+            f"stopped following run {spec.run_id}, which goes on in stack {stack_name}; "
+            f"follow it again with: {again}",
+            signum,
+        ) from None
     if not executions[-1].succeeded:
-        hint = f"; resume it with: snn train --engine aws --stack <stack> --resume {spec.run_id}"
-        raise follower.failed(hint)
+        raise follower.failed(f"; resume it with: {again}")
     return collect(st, spec.run_id, "aws", time.perf_counter() - began, run_summary(executions))

@@ -32,7 +32,7 @@ def train(spec: RunSpec) -> RunResult:
     p, run_id = spec.parameters, spec.run_id
     ctx = stages.Context(MemoryStore(), MemoryRunTable())
     source = spec.source()
-    plan = stages.init(ctx, run_id, p, source.dataset(p), source.keys(p))
+    plan = stages.init(ctx, run_id, p, source.dataset(p.training), source.keys(p.training))
     batches = plan["batches"]
     for k in range(plan["progress"]["step"], plan["steps"]):
         epoch, batch = divmod(k, batches)

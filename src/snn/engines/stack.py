@@ -71,7 +71,7 @@ def create_run(stack: Stack, run_id: str, p: Parameters, data: Path | DataSource
         )
     event = {"run_id": run_id, "parameters_key": keys.parameters_key(run_id)}
     source = data if isinstance(data, DataSource) else open_source(data)
-    for field, (key, content) in source.uploads(p).items():
+    for field, (key, content) in source.uploads(p.training).items():
         stack.store.put_bytes(key, content)
         event[field] = key
     stack.store.put_bytes(event["parameters_key"], p.to_json().encode())

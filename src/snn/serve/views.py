@@ -18,6 +18,7 @@ from snn.serve.runs import Run, RunError, Runs
 
 MAX_NEURONS_SHOWN = 32  # per layer on a run's page: tables, histograms, weight pictures
 MAX_MODELS = 4  # models kept in memory
+MAX_DATASETS = 2  # data sets kept in memory, each read as one run read it
 
 
 def clean(value: Any) -> Any:
@@ -45,7 +46,7 @@ class Server:
         self._lock = threading.Lock()
         self.stopping = False  # set when the server shuts down: open event streams end
         self._models: OrderedDict[tuple, Any] = OrderedDict()
-        self._dataset: Any = None
+        self._datasets: OrderedDict[tuple, Any] = OrderedDict()
 
     # --- models and data (cached: a model changes only if its file does) --------------------
 
@@ -68,13 +69,22 @@ class Server:
                 self._models.popitem(last=False)
         return model
 
-    def dataset(self) -> Any:
-        from snn.data import load_dataset
+    def dataset(self, model: Any) -> Any:
+        """The training data, read as the model's run read it (cached per way of reading)."""
+        from snn.sources import model_dataset
 
+        training = model.parameters.training if model.parameters is not None else None
+        key = (repr(training), model.classes, model.n_x)
         with self._lock:
-            if self._dataset is None:
-                self._dataset = load_dataset(self.data)
-            return self._dataset
+            if key in self._datasets:
+                self._datasets.move_to_end(key)
+                return self._datasets[key]
+        dataset = model_dataset(self.data, model)
+        with self._lock:
+            self._datasets[key] = dataset
+            while len(self._datasets) > MAX_DATASETS:
+                self._datasets.popitem(last=False)
+        return dataset
 
     # --- the API ---------------------------------------------------------------------------
 
@@ -100,16 +110,10 @@ class Server:
     def inspection(self, name: str) -> dict[str, Any]:
         """Per layer, what `snn inspect` computes, for the first MAX_NEURONS_SHOWN neurons."""
         from snn import inspection
-        from snn.errors import DataError
 
         run = self.runs.get(name)
         model = self.model(run)
-        dataset = self.dataset()
-        if dataset.n_x != model.n_x:
-            raise DataError(
-                f"the data set's pictures have {dataset.n_x} values but the model takes "
-                f"{model.n_x}: start snn serve with --data pointing at the data this run used"
-            )
+        dataset = self.dataset(model)
         widths = [W.shape[0] for W, _ in model.weights]
         epochs, history, why = inspection.read_history(run.folder / "neurons.npz", widths)
         layers = []
@@ -137,7 +141,7 @@ class Server:
             {
                 "name": name,
                 "examples": int(dataset.train_x.shape[1]),
-                "image_size": model.image_size,
+                "image_size": model.image_size if model.takes_pictures else None,
                 "epochs": epochs,
                 "sampled": [int(epochs[k]) for k in inspection.sampled(epochs)],
                 "history_note": why,

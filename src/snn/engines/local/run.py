@@ -98,6 +98,7 @@ class LocalFollower(Follower):
 
     def save(self) -> int | None:
         """Save the resume state now; the epoch it resumes from, or None if nothing to save."""
+        self.report()  # the progress reports every epoch the saved state holds
         epoch = self.snapshots.save(self.summary()) if self.snapshots else None
         if self.spec.progress and epoch is not None:
             self.spec.progress.progress.resumable_from = epoch
