@@ -25,14 +25,16 @@ from tests.unit import serve_fakes as fakes
 
 pytestmark = pytest.mark.browser
 
-NETWORK = {
-    "epochs": 20,
+EPOCHS = 30
+NETWORK = {  # Adam on mini-batches: a model worth looking at in half a minute
+    "epochs": EPOCHS,
     "layers": 2,
     "activations": {"layer1": "relu", "layer2": "sigmoid"},
     "neurons": {"layer1": 7, "layer2": 1},
-    "learning_rate": 0.01,
-    "initialization": "xavier",
+    "learning_rate": 0.002,
     "neurons_per_task": 7,
+    "batch_size": 32,
+    "optimizer": {"name": "adam"},
 }
 
 
@@ -62,7 +64,7 @@ def test_runs_run_and_predict_pages(
     params.write_text(json.dumps(NETWORK))
     argv = ["train", "--engine", "direct", "--params", str(params), "--data", str(data_dir)]
     assert main([*argv, "--out", str(runs / "cat-demo"), "--run-id", "cat-demo", "--quiet"]) == 0
-    stopped = {"parameters": Parameters.from_dict(NETWORK).to_dict(), "epochs": 20}
+    stopped = {"parameters": Parameters.from_dict(NETWORK).to_dict(), "epochs": EPOCHS}
     fakes.in_progress(
         runs, "stopped-early", epoch=4, updated_at=fakes.iso(0), resumable=True, **stopped
     )
@@ -76,8 +78,10 @@ def test_runs_run_and_predict_pages(
 
     page.click("a.run-link:text('cat-demo')")
     page.wait_for_selector("#cost polyline.series")
-    assert points(page, "#cost polyline.series") == 20  # one point per epoch
-    assert page.get_attribute("#cost svg.chart", "data-points") == "20"
+    assert points(page, "#cost polyline.series") == EPOCHS  # one point per epoch
+    assert page.get_attribute("#cost svg.chart", "data-points") == str(EPOCHS)
+    assert "adam (beta1 0.9" in page.inner_text("#parameters")
+    assert "[object" not in page.inner_text("#parameters")
     box = page.locator("#cost rect.overlay").bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
     tooltip = page.locator("#cost .tooltip")
@@ -86,9 +90,9 @@ def test_runs_run_and_predict_pages(
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + 20, steps=5)
     page.mouse.up()
-    assert 5 <= points(page, "#cost polyline.series") < 20
+    assert 5 <= points(page, "#cost polyline.series") < EPOCHS
     page.click("#cost button:text('show all')")
-    assert points(page, "#cost polyline.series") == 20
+    assert points(page, "#cost polyline.series") == EPOCHS
     page.wait_for_selector("#layer1 .pictures img")
     wait_until(page, "() => [...document.images].every((i) => i.complete && i.naturalWidth)")
     assert page.locator("#layer1 .pictures img").count() == 7
@@ -97,7 +101,25 @@ def test_runs_run_and_predict_pages(
     page.mouse.move(0, 0)
     page.screenshot(path=screenshots / "run.png", full_page=True)
 
-    with h5py.File(data_dir / TEST_FILE, "r") as h5:  # a non-cat: what a 20-epoch model says
+    # a run with a validation set that stops early: both curves, named, and why it stopped
+    held_out = tmp_path / "held-out.json"
+    held_out.write_text(
+        json.dumps({**NETWORK, "validation": 0.2, "early_stopping": {"patience": 2}})
+    )
+    argv = ["train", "--engine", "direct", "--params", str(held_out), "--data", str(data_dir)]
+    assert main([*argv, "--out", str(runs / "held-out"), "--run-id", "held-out", "--quiet"]) == 0
+    metrics = json.loads((runs / "held-out" / "metrics.json").read_text())
+    assert metrics["stopped_early"], "the validation cost was expected to rise within 30 epochs"
+    page.goto(server.url + "/runs/held-out")
+    page.wait_for_selector("#cost .legend")
+    epochs = len(metrics["costs"])
+    assert page.get_attribute("#cost svg.chart", "data-points") == f"{epochs},{epochs}"
+    names = page.eval_on_selector_all("#cost .legend text", "ts => ts.map((t) => t.textContent)")
+    assert names == ["cost", "validation cost"]
+    stopped = f"{metrics['stopped_early']}; the model is epoch {metrics['model_epoch']}'s"
+    assert page.inner_text("#stopped-early") == stopped
+
+    with h5py.File(data_dir / TEST_FILE, "r") as h5:  # a non-cat: what the model says
         other = h5["test_set_x"][()][list(h5["test_set_y"][()]).index(0)]
     picture = tmp_path / "test-picture.png"
     Image.fromarray(other).resize((200, 200), Image.Resampling.BICUBIC).save(picture)
@@ -122,8 +144,8 @@ def test_a_local_run_watched_live(
     runs = tmp_path / "runs"
     params = tmp_path / "network.json"
     epochs = 40
-    network = {
-        **NETWORK,
+    network = {  # full batch: one step, one Commit, per epoch
+        **{k: v for k, v in NETWORK.items() if k not in ("batch_size", "optimizer")},
         "epochs": epochs,
         "learning_rate": 0.1,
         "neurons": {"layer1": 4, "layer2": 1},

@@ -118,6 +118,19 @@ def test_a_run_gives_its_curve_results_parameters_and_executions(client: TestCli
     assert run["executions"][0]["history_events"] == 1234
     going = client.get("/api/runs/going").json()
     assert going["costs"] == fakes.COSTS[:3] and going["status"] == "running"
+    assert run["validation_costs"] is None  # a run with no validation set
+
+
+def test_a_run_with_a_validation_set_gives_both_curves_and_why_it_stopped(
+    client: TestClient, runs: Path
+) -> None:
+    why = "early stopping at epoch 5: the validation cost has not improved for 2 epochs"
+    validation = [0.7, 0.6, 0.55, 0.56, 0.57, 0.58]
+    fakes.finished(runs, "held-out", validation_costs=validation, model_epoch=3,
+                   stopped_early=why)  # fmt: skip
+    run = client.get("/api/runs/held-out").json()
+    assert run["validation_costs"] == validation
+    assert (run["model_epoch"], run["stopped_early"]) == (3, why)
 
 
 def test_non_finite_values_of_an_old_run_are_null_not_invalid_json(

@@ -102,8 +102,11 @@ def _edges(name: str, state: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         out.append((name, state["Next"], "next", ""))
     if "Default" in state:
         out.append((name, state["Default"], "default", "otherwise"))
+    rules: dict[str, list[str]] = {}  # one arrow per target: its rules joined by "or"
     for rule in state.get("Choices", []):
-        out.append((name, rule["Next"], "choice", _label(rule)))
+        rules.setdefault(rule["Next"], []).append(_label(rule))
+    for target, labels in rules.items():
+        out.append((name, target, "choice", " or ".join(labels)))
     for catch in state.get("Catch", []):
         out.append((name, catch["Next"], "catch", "catch"))
     return out

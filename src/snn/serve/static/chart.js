@@ -18,7 +18,8 @@ function ticks(lo, hi, count = 6) {
 
 export class LineChart {
   // options: xLabel, yLabel, height, log (y on a log scale when every value is > 0),
-  // integerX (x values are epochs), name (for the tooltip when there is one series)
+  // integerX (x values are epochs), name (for the tooltip when there is one series), legend
+  // (the series' names in a corner, when there are several)
   constructor(target, options = {}) {
     this.options = { height: 280, xLabel: "epoch", yLabel: "", log: false, ...options };
     this.series = [];
@@ -110,6 +111,15 @@ export class LineChart {
       svg("text", { x: 12, y: MARGIN.top + h / 2, transform: `rotate(-90 12 ${MARGIN.top + h / 2})`,
         "text-anchor": "middle" }, this.options.yLabel + (d.log ? " (log)" : "")));
     root.append(axes);
+    if (this.options.legend && this.series.length > 1) {
+      const legend = svg("g", { class: "legend" });
+      this.series.forEach((s, k) => {
+        const x = MARGIN.left + w - 140, y = MARGIN.top + 12 + k * 16;
+        legend.append(svg("line", { x1: x, x2: x + 18, y1: y - 4, y2: y - 4, stroke: s.color, "stroke-width": 2 }),
+          svg("text", { x: x + 24, y }, s.name));
+      });
+      root.append(legend);
+    }
 
     const lines = svg("g", { "clip-path": `url(#${clip})` });
     for (const s of this.series) {

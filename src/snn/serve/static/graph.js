@@ -51,7 +51,10 @@ export function drawMachine(target, graph) {
       // Beside the arrow's last leg, just before it reaches its state.
       const p = edge.points, last = p[p.length - 1], before = p[p.length - 2];
       const y = p.length > 2 ? before[1] + 14 : (before[1] + last[1]) / 2 + 4;
-      edges.append(svg("text", { class: "edge-label", x: last[0] + 6, y }, edge.label));
+      // Rules joined by "or" (several rules to one state) go one per line.
+      const lines = edge.label.split(" or ").map((line, i, all) =>
+        svg("tspan", { x: last[0] + 6, dy: i ? 12 : 0 }, i < all.length - 1 ? `${line} or` : line));
+      edges.append(svg("text", { class: "edge-label", x: last[0] + 6, y }, lines));
     }
   }
   root.append(edges);

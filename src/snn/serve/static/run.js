@@ -22,6 +22,15 @@ function stat(label, value, id) {
   return el("div", { class: "stat" }, el("div", { class: "label" }, label), el("div", { class: "big", id }, value));
 }
 
+// A parameter's value as text: {"name": "adam", "beta1": 0.9} reads "adam (beta1 0.9)".
+function setting(value) {
+  if (value === null || typeof value !== "object") return String(value);
+  const { name, ...rest } = value;
+  const settings = Object.entries(rest).map(([k, v]) => `${k.replaceAll("_", " ")} ${v}`).join(", ");
+  if (name === undefined) return settings;
+  return settings ? `${name} (${settings})` : String(name);
+}
+
 function showRun(run) {
   document.getElementById("title").replaceChildren(run.name, " ", statusBadge(run));
   const links = [];
@@ -32,8 +41,12 @@ function showRun(run) {
     `${run.epoch} of ${run.epochs ?? "?"} epochs`, ...links.flatMap((a) => [" · ", a]));
 
   const cost = document.getElementById("cost");
-  const chart = new LineChart(cost, { yLabel: "cost" });
-  chart.setData([{ name: "cost", x: run.costs.map((_, i) => i), y: run.costs }]);
+  const chart = new LineChart(cost, { yLabel: "cost", legend: true });
+  const series = [{ name: "cost", x: run.costs.map((_, i) => i), y: run.costs }];
+  if (run.validation_costs) {
+    series.push({ name: "validation cost", x: run.validation_costs.map((_, i) => i), y: run.validation_costs });
+  }
+  chart.setData(series);
 
   const p = run.parameters || {};
   const layers = Object.keys(p.neurons || {}).map((k) => `${p.neurons[k]} ${(p.activations || {})[k] || ""}`);
@@ -48,7 +61,11 @@ function showRun(run) {
         run.lambda_invocations ? ` · ${run.lambda_invocations} Lambda invocations` : "")),
     el("section", { class: "card", id: "parameters" }, el("h2", {}, "Parameters"),
       kv([["network", layers.join(" → ") || "–"], ...Object.entries(p)
-        .filter(([k]) => !["neurons", "activations"].includes(k)).map(([k, v]) => [k.replaceAll("_", " "), String(v)])])));
+        .filter(([k]) => !["neurons", "activations"].includes(k)).map(([k, v]) => [k.replaceAll("_", " "), setting(v)])])));
+  if (run.stopped_early) {
+    document.getElementById("results").append(el("p", { class: "note", id: "stopped-early" },
+      `${run.stopped_early}; the model is epoch ${run.model_epoch}'s`));
+  }
 
   const executions = document.getElementById("executions");
   executions.append(run.executions.length ? el("div", { class: "scroll" }, el("table", {},
