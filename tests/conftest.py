@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from snn.data import Dataset, load_dataset, synthetic_dataset
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import FAKE_AWS_ENV, ROOT
 
 
 def _data_dir() -> Path | None:
@@ -43,14 +42,7 @@ def synthetic() -> Dataset:
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake credentials and a region, so no test can reach a real account."""
-    for k, v in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
-        "POWERTOOLS_METRICS_DISABLED": "true",
-    }.items():
+    for k, v in FAKE_AWS_ENV.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)

@@ -30,8 +30,12 @@ validation set), and on AWS a lifecycle rule on `scratch/` clears what an abando
 The run table (hash key run_id, range key entry):
 
     (run_id, "run")                                      the run record: parameters, data keys,
-                                                         status, committed_epoch, execution, results
+                                                         status, committed_step, committed_epoch,
+                                                         execution, results
     (run_id, "cost#{epoch:07d}")                         the cost of one epoch
+    (run_id, "loss#{step:09d}")                          with mini-batches: one batch's summed
+                                                         cost (an epoch's cost is their sum / m)
+    (run_id, "valid#{epoch:07d}")                        the validation cost of one epoch
     (run_id, "claim")                                    the starter that created the run
 
 Keys are immutable and versioned by step: a stage reads objects of its step and writes new keys

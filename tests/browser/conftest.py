@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
+
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
     "--headless",

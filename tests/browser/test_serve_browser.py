@@ -20,7 +20,7 @@ from PIL import Image
 from snn.cli import main
 from snn.data import TEST_FILE
 from snn.parameters import Parameters
-from tests.browser.conftest import ROOT
+from tests.helpers import ROOT
 from tests.unit import serve_fakes as fakes
 
 pytestmark = pytest.mark.browser

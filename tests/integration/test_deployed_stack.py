@@ -9,12 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from snn.cli import new_run_id
-from snn.data import load_dataset
+from snn.commands.train import new_run_id
 from snn.engines import aws, direct
 from snn.parameters import Parameters
-
-from ..conftest import ROOT
+from tests.helpers import ROOT, spec
 
 STACK = os.environ.get("AWS_SAM_STACK_NAME")
 
@@ -33,9 +31,10 @@ def test_a_run_on_the_deployed_stack_matches_the_direct_engine(data_dir: Path) -
     assert STACK is not None
     p = Parameters.load(ROOT / "parameters.json").with_epochs(3)
     run_id = "it-" + new_run_id()
-    got = aws.train(p, data_dir, run_id, STACK)
-    want = direct.train(p, load_dataset(data_dir), run_id)
+    got = aws.train(spec(p, data_dir, run_id), STACK)
+    want = direct.train(spec(p, data_dir, run_id))
     np.testing.assert_allclose(got.costs, want.costs, rtol=1e-9, atol=0)
-    for (Wg, _), (Ww, _) in zip(got.weights, want.weights, strict=True):
+    for (Wg, bg), (Ww, bw) in zip(got.weights, want.weights, strict=True):
         np.testing.assert_allclose(Wg, Ww, rtol=1e-9, atol=1e-15)
+        np.testing.assert_allclose(bg, bw, rtol=1e-9, atol=1e-15)
     assert got.extra["executions"][0]["status"] == "SUCCEEDED"

@@ -38,8 +38,7 @@ from snn.metering import invocations_reach_thread_pools
 from snn.parameters import Parameters
 from snn.stores.matrices import S3Store
 from snn.template import load_yaml
-
-from ..conftest import ROOT
+from tests.helpers import ROOT
 
 samtranslator = pytest.importorskip("samtranslator")
 
@@ -397,8 +396,8 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Recorde
             mp.setenv(k, v)
         mp.delenv("AWS_ENDPOINT_URL", raising=False)
         mp.delenv("AWS_PROFILE", raising=False)
-        # two epochs per execution: the run is handed over once (ContinueAsNew)
-        budget = epoch.EXECUTION_FIXED_EVENTS + 2 * epoch.events_per_epoch(p)
+        # two steps (full batch: epochs) per execution: the run is handed over once (ContinueAsNew)
+        budget = epoch.EXECUTION_FIXED_EVENTS + 2 * epoch.events_per_step(p)
         mp.setattr(epoch, "EXECUTION_EVENT_BUDGET", budget)
         mp.setattr(LambdaService, "invoke", recorder.wrap(LambdaService.invoke))
         started_before = StartedBefore()
@@ -427,7 +426,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Recorde
 
         # RecordFailure, on a run that a stage failed in (the state machine's Catch)
         failing = create_run(st, "perm-failed", p, data)
-        invoke(embedded, "InitFunction", {**failing, "execution_name": "perm-failed"})
+        invoke(embedded, "InitFunction", {"input": failing, "execution_name": "perm-failed"})
         failure = {"run_id": "perm-failed", "error": "States.TaskFailed", "cause": "a test"}
         failure["execution_name"] = "perm-failed"
         invoke(embedded, "RecordFailureFunction", failure)
@@ -435,7 +434,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Recorde
 
         # ExecutionFailed, as the execution-status rule invokes it for a stopped execution
         stopped = create_run(st, "perm-stopped", p, data)
-        invoke(embedded, "InitFunction", {**stopped, "execution_name": "perm-stopped"})
+        invoke(embedded, "InitFunction", {"input": stopped, "execution_name": "perm-stopped"})
         description = {
             "executionArn": st.execution_arn("perm-stopped"),
             "name": "perm-stopped",
@@ -453,12 +452,13 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Recorde
         # ended since: StartExecution answers ExecutionAlreadyExists, and the function looks
         # at that execution (DescribeExecution) before it takes it as its own
         handed = create_run(st, "perm-handed", p, data)
-        invoke(embedded, "InitFunction", {**handed, "execution_name": "perm-handed"})
+        invoke(embedded, "InitFunction", {"input": handed, "execution_name": "perm-handed"})
         successor = keys.execution_name("perm-handed", 0)
         started_before.inputs[successor] = json.dumps(handed, sort_keys=True)
         continued = {
             "run_id": "perm-handed",
             "epoch": 0,
+            "batch": 0,
             "execution_name": "perm-handed",
             "state_machine_arn": st.state_machine_arn,
             "execution_input": handed,

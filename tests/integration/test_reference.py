@@ -11,7 +11,7 @@ import pytest
 
 from snn.cli import main
 from snn.engines import direct
-from snn.parameters import Parameters
+from tests.helpers import reference, spec
 
 REFERENCE_COSTS = {
     0: 0.693049735659989,
@@ -25,26 +25,21 @@ REFERENCE_COSTS = {
 }
 
 
-def reference(epochs: int = 2500, neurons_per_task: int = 7) -> dict:
-    return {
-        "epochs": epochs,
-        "layers": 2,
-        "activations": {"layer1": "relu", "layer2": "sigmoid"},
-        "neurons": {"layer1": 7, "layer2": 1},
-        "learning_rate": 0.0075,
-        "neurons_per_task": neurons_per_task,
-    }
-
-
 def assert_reference_costs(costs: list[float]) -> None:
     for epoch, expected in REFERENCE_COSTS.items():
         assert costs[epoch] == pytest.approx(expected, rel=1e-9, abs=0), epoch
 
 
+def test_the_reference_is_the_published_network() -> None:
+    p = reference()
+    assert (p.epochs, p.layers, p.neurons, p.learning_rate) == (2500, 2, (7, 1), 0.0075)
+    assert p.activations == ("relu", "sigmoid") and p.neurons_per_task == 7
+
+
 @pytest.mark.slow
 def test_cli_direct_engine_reproduces_the_reference(tmp_path: Path, data_dir: Path) -> None:
     params = tmp_path / "reference.json"
-    params.write_text(json.dumps(reference()))
+    params.write_text(reference().to_json())
     out = tmp_path / "run"
     code = main(
         [
@@ -70,15 +65,15 @@ def test_cli_direct_engine_reproduces_the_reference(tmp_path: Path, data_dir: Pa
     assert cm["true_positive"] + cm["true_negative"] == 36
     assert sum(cm.values()) == 50
     with np.load(out / "model.npz") as model:
-        assert sorted(model.files) == ["W1", "W2", "b1", "b2"]
+        assert sorted(model.files) == ["W1", "W2", "b1", "b2", "info"]  # info: what it takes
         assert model["W1"].shape == (7, 12288)
     assert (out / "cost.png").stat().st_size > 1000
 
 
 @pytest.mark.slow
-def test_one_neuron_per_task_reproduces_the_reference(cat_data) -> None:
+def test_one_neuron_per_task_reproduces_the_reference(data_dir: Path) -> None:
     """Slicing a layer into single neurons changes the order of some sums (see network.py), so
     the costs agree with the reference to 1e-9 relative, not bit for bit."""
-    result = direct.train(Parameters.from_dict(reference(neurons_per_task=1)), cat_data, "ref1")
+    result = direct.train(spec(reference(neurons_per_task=1), data_dir, "ref1"))
     assert_reference_costs(result.costs)
     assert (result.train_accuracy, result.test_accuracy) == (1.0, 0.72)

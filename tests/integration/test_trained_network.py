@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from snn.cli import main
-
-from ..unit.test_predict import export_test_pictures
-from .test_reference import reference
+from tests.helpers import export_test_pictures, reference
 
 
 @pytest.mark.slow
@@ -19,7 +17,7 @@ def test_predict_on_the_test_pictures_agrees_with_evaluate(
     tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     params = tmp_path / "reference.json"
-    params.write_text(json.dumps(reference()))  # 12288-7-1, 2,500 epochs, 7 neurons per task
+    params.write_text(reference().to_json())  # 12288-7-1, 2,500 epochs, 7 neurons per task
     run = tmp_path / "run"
     train = ["train", "--engine", "direct", "--params", str(params), "--data", str(data_dir)]
     assert main([*train, "--out", str(run), "--quiet"]) == 0

@@ -11,7 +11,6 @@ import zipfile
 import zlib
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,10 +18,11 @@ from PIL import Image
 from snn import network as nn
 from snn import predict
 from snn.cli import main
-from snn.data import TEST_FILE, preprocess
+from snn.data import preprocess
 from snn.parameters import Parameters
 from snn.predict import ImageError, ModelError
 from snn.report import model_arrays, model_bytes
+from tests.helpers import export_test_pictures
 
 SIZE = 4  # small pictures: a model for 4 x 4 RGB inputs
 
@@ -420,19 +420,6 @@ def test_the_newest_run_is_used_by_default(
 
 
 # --- on the real data set -------------------------------------------------------------------------
-
-
-def export_test_pictures(data_dir: Path, folder: Path) -> tuple[list[Path], np.ndarray, np.ndarray]:
-    """The test set's pictures as PNG files: (paths, images (m, 64, 64, 3), labels (m,))."""
-    with h5py.File(data_dir / TEST_FILE, "r") as h5:
-        images, labels = h5["test_set_x"][()], h5["test_set_y"][()]
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, image in enumerate(images):
-        path = folder / f"test{i:02d}.png"
-        Image.fromarray(image).save(path)
-        paths.append(path)
-    return paths, images, labels
 
 
 def test_predict_agrees_with_the_forward_pass_on_real_pictures(

@@ -14,15 +14,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from snn import keys
 from snn import network as nn
-from snn import store as keys
 from snn.data import load_dataset, preprocess, synthetic_images
-from snn.engines.stack import upload_inputs
+from snn.engines.stack import create_run
 from snn.errors import EventError
 from snn.handlers import predict as predict_handler
 from snn.parameters import Parameters
-from snn.report import load_model
-from tests.unit.handler_steps import handler, run_events
+from snn.predict import read_weights
+from snn.stores import S3Store
+from tests.helpers import ROOT, handler, run_events
 
 RUN = "pictures"
 
@@ -42,7 +43,8 @@ def params() -> Parameters:
 
 
 def train(st: Any, data_dir: Path, run_id: str, evaluate: bool = True) -> None:
-    plan = handler("init")(upload_inputs(st, run_id, params(), data_dir), None)
+    event = {"input": create_run(st, run_id, params(), data_dir), "execution_name": run_id}
+    plan = handler("init")(event, None)
     if evaluate:
         run_events(plan)
         handler("evaluate")({"run_id": run_id}, None)
@@ -69,7 +71,7 @@ def trained(embedded_stack: Any, synthetic_dir: Path) -> Any:
 
 def expected(st: Any, images: np.ndarray) -> np.ndarray:
     """P(cat) of the run's model by a plain forward pass over the preprocessed pictures."""
-    weights = load_model(io.BytesIO(st.objects.get_bytes(keys.model_key(RUN))))
+    weights = read_weights(st.store.get_bytes(keys.model_key(RUN)))
     return nn.forward(weights, params().activations, preprocess(images))[0]
 
 
@@ -112,6 +114,19 @@ def test_the_model_is_kept_by_a_warm_container(trained: Any) -> None:
         predict_handler.handler(event, None)
 
 
+def test_a_model_that_is_not_one_is_refused(trained: Any) -> None:
+    data = png(synthetic_images()[2][0])
+    good = trained.store.get_bytes(keys.model_key(RUN))
+    for bad in (b"not a zip file", good[: len(good) // 2]):
+        trained.store.put_bytes(keys.model_key(RUN), bad)
+        predict_handler.reset()
+        with pytest.raises(EventError, match=r"runs/pictures/model\.npz"):
+            predict_handler.handler(inline(data), None)
+    trained.store.put_bytes(keys.model_key(RUN), good)
+    predict_handler.reset()
+    assert predict_handler.handler(inline(data), None)["run_id"] == RUN
+
+
 def inline(data: bytes, run_id: str = RUN) -> dict[str, Any]:
     return {"run_id": run_id, "image_base64": base64.b64encode(data).decode()}
 
@@ -123,10 +138,10 @@ def test_bad_events_are_refused(trained: Any, synthetic_dir: Path) -> None:
     cases = {
         "bad run id": ({"run_id": "../x", "image_base64": "AA=="}, "invalid run_id"),
         "unknown run": (inline(good, "nobody"), "unknown run"),
-        "run without a model": (inline(good, "untrained"), "no model yet"),
+        "run without a model": (inline(good, "untrained"), r"no model yet \(status RUNNING\)"),
         "oversize payload": (inline(big), "over the limit of 6,291,456 bytes"),
         "not base64": ({"run_id": RUN, "image_base64": "%%%"}, "not valid base64"),
-        "base64 of a number": ({"run_id": RUN, "image_base64": 7}, "base64 string"),
+        "base64 of a number": ({"run_id": RUN, "image_base64": 7}, "image_base64 must be str"),
         "not a picture": (inline(b"hello, world"), "not a picture"),
         "truncated picture": (inline(png(np.zeros((64, 64, 3), np.uint8))[:60]), "picture"),
         "no picture": ({"run_id": RUN}, "exactly one of image_base64 and image_key"),
@@ -149,10 +164,23 @@ def test_bad_events_are_refused(trained: Any, synthetic_dir: Path) -> None:
         assert name
 
 
-def test_an_oversize_upload_is_refused_without_reading_it_all(trained: Any) -> None:
-    key = upload(trained, b"\x89PNG" + b"\x00" * predict_handler.MAX_IMAGE_BYTES)
-    with pytest.raises(EventError, match="over the limit"):
+def test_an_oversize_upload_is_refused_without_reading_it_all(
+    trained: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit = predict_handler.MAX_IMAGE_BYTES
+    key = upload(trained, b"\x89PNG" + b"\x00" * limit)
+    reads: list[tuple[int | None, int]] = []
+    get_bytes = S3Store.get_bytes
+
+    def spy(self: S3Store, key: str, max_bytes: int | None = None) -> bytes:
+        data = get_bytes(self, key, max_bytes)
+        reads.append((max_bytes, len(data)))
+        return data
+
+    monkeypatch.setattr(S3Store, "get_bytes", spy)
+    with pytest.raises(EventError, match=f"{key} is over the limit of 6,291,456 bytes"):
         predict_handler.handler({"run_id": RUN, "image_key": key}, None)
+    assert reads == [(limit, limit + 1)]  # one byte over tells; the other 3 are never read
 
 
 def url_request(body: Any, encoded: bool = False) -> dict[str, Any]:
@@ -182,7 +210,7 @@ def test_the_function_url_answers_in_http(trained: Any) -> None:
 
 
 def test_the_sample_event_is_well_formed() -> None:
-    event = json.loads((Path(__file__).parents[2] / "events" / "predict.json").read_text())
+    event = json.loads((ROOT / "events" / "predict.json").read_text())
     assert set(event) == {"run_id", "image_base64"}
     with Image.open(io.BytesIO(base64.b64decode(event["image_base64"]))) as image:
         assert image.format == "PNG"

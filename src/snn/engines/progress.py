@@ -11,6 +11,7 @@ import os
 import time
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from snn.run_folder import RunFolder, iso_now
@@ -73,6 +74,13 @@ class StateTracker:
 
 
 def _seconds(value: Any) -> float:
+    """An event's timestamp in seconds: a datetime (GetExecutionHistory) or ISO 8601 text with
+    milliseconds (the emulator's own history list); now, if it has none."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return time.time()
     if hasattr(value, "timestamp"):
         return float(value.timestamp())
     return time.time()

@@ -117,8 +117,6 @@ def continue_as_new(
         raise EventError("this engine starts no executions")
     successor = keys.execution_name(run_id, epoch, batch)
     record = ctx.record(run_id, ("status", "committed_step", "execution", *DATA_FIELDS))
-    if record.get("execution") == successor:
-        return {"execution_name": successor}  # a retry: the hand-over is done
     expected = {
         "run_id": run_id,
         "parameters_key": keys.parameters_key(run_id),
@@ -126,6 +124,8 @@ def continue_as_new(
     }
     if execution_input != expected:
         raise EventError("execution_input must be the run's own input: " + json.dumps(expected))
+    if record.get("execution") == successor and execution_name != successor:
+        return {"execution_name": successor}  # a retry: the hand-over is done
     ctx.check_running(ctx.step(run_id, epoch, batch), record)
     if record.get("execution") != execution_name:
         raise EventError(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from snn import keys
@@ -217,14 +218,21 @@ def _to_value(v: Any) -> dict[str, Any]:
     if v is None:
         return {"NULL": True}
     if isinstance(v, float):
-        return {"S": repr(v)}  # exact; DynamoDB numbers are decimals
+        if not math.isfinite(v) or (v and not 1e-130 <= abs(v) < 1e126):
+            raise ValueError(
+                f"cannot store {v!r} in the run record: only finite numbers, 0 or of magnitude "
+                "1e-130 to 1e126 (DynamoDB's range)"
+            )
+        # repr has at most 17 significant digits, the decimal that reads back as the same
+        # float: DynamoDB's decimal numbers (38 digits) keep it exactly.
+        return {"N": repr(v)}
     raise TypeError(f"cannot store {type(v).__name__} in the run record")
 
 
 def _from_value(v: dict[str, Any]) -> Any:
     ((kind, x),) = v.items()
     if kind == "N":
-        return int(x)
+        return int(x) if x.lstrip("-").isdigit() else float(x)
     if kind == "M":
         return {k: _from_value(y) for k, y in x.items()}
     if kind == "NULL":

@@ -23,6 +23,8 @@ def to_npy(array: np.ndarray) -> bytes:
 def from_npy(data: bytes, key: str = "object") -> np.ndarray:
     """An array from .npy bytes; anything else (pickled objects, garbage) is an error that names
     the key."""
+    if not data.startswith(b"\x93NUMPY"):
+        raise CorruptObject(f"{key} is not a readable .npy matrix (it does not start as one)")
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -49,19 +51,25 @@ class MatrixStore(Protocol):
 
 
 class MemoryStore:
-    """Matrices in a dictionary. Arrays are never mutated by the stages, so no copies are made."""
+    """Matrices in a dictionary. Arrays are never mutated by the stages, so no copies are made;
+    what S3 would make of an object is made of it only when it is read the other way (the
+    bytes of an array, the array of bytes), so both stores answer every read alike."""
 
     def __init__(self) -> None:
-        self.items: dict[str, Any] = {}
+        self.items: dict[str, np.ndarray | bytes] = {}
+
+    def _item(self, key: str) -> np.ndarray | bytes:
+        try:
+            return self.items[key]
+        except KeyError:
+            raise MissingObject(f"no object {key}") from None
 
     def put(self, key: str, array: np.ndarray) -> None:
         self.items[key] = array
 
     def get(self, key: str) -> np.ndarray:
-        try:
-            return self.items[key]
-        except KeyError:
-            raise MissingObject(f"no object {key}") from None
+        item = self._item(key)
+        return from_npy(item, key) if isinstance(item, bytes) else item
 
     get_cached = get
 
@@ -72,7 +80,8 @@ class MemoryStore:
         self.items[key] = data
 
     def get_bytes(self, key: str, max_bytes: int | None = None) -> bytes:
-        data = self.get(key)
+        item = self._item(key)
+        data = item if isinstance(item, bytes) else to_npy(item)
         return data if max_bytes is None else data[: max_bytes + 1]
 
     def keys_under(self, prefix: str) -> set[str]:
