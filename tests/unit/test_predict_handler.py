@@ -22,6 +22,7 @@ from snn.errors import EventError
 from snn.handlers import predict as predict_handler
 from snn.parameters import Parameters
 from snn.predict import read_weights
+from snn.report import model_bytes
 from snn.stores import S3Store
 from tests.helpers import ROOT, handler, run_events
 
@@ -122,6 +123,13 @@ def test_a_model_that_is_not_one_is_refused(trained: Any) -> None:
         predict_handler.reset()
         with pytest.raises(EventError, match=r"runs/pictures/model\.npz"):
             predict_handler.handler(inline(data), None)
+    # a model whose weights hold NaN (as a diverged run's would) answers no picture
+    weights = read_weights(good)
+    weights[0] = (np.full_like(weights[0][0], np.nan), weights[0][1])
+    trained.store.put_bytes(keys.model_key(RUN), model_bytes(weights))
+    predict_handler.reset()
+    with pytest.raises(EventError, match=r"W1 holds NaN or infinite values"):
+        predict_handler.handler(inline(data), None)
     trained.store.put_bytes(keys.model_key(RUN), good)
     predict_handler.reset()
     assert predict_handler.handler(inline(data), None)["run_id"] == RUN
