@@ -5,6 +5,7 @@ a stack holds, and runs through the engines' public API."""
 from __future__ import annotations
 
 import importlib
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,6 +160,27 @@ def project_copy(tmp_path: Path) -> Path:
     shutil.copy(ROOT / "template.yaml", tmp_path / "template.yaml")
     shutil.copytree(ROOT / "statemachine", tmp_path / "statemachine")
     return tmp_path / "template.yaml"
+
+
+def train_run(folder: Path, p: Parameters, data: Path, run_id: str) -> Path:
+    """A run folder made as a user makes one: `snn train --engine direct`."""
+    from snn.cli import main
+
+    params = folder.parent / f"{run_id}.json"
+    params.write_text(json.dumps(p.to_dict()))
+    argv = ["train", "--engine", "direct", "--params", str(params), "--data", str(data)]
+    assert main([*argv, "--out", str(folder), "--run-id", run_id, "--quiet"]) == 0
+    return folder
+
+
+def with_handler(tmp_path: Path, stage: str, replacement: str) -> Path:
+    """A copy of the project (project_copy) whose `stage` function runs `replacement`."""
+    template = project_copy(tmp_path)
+    text = template.read_text(encoding="utf-8")
+    original = f"Handler: snn.handlers.{stage}.handler"
+    assert original in text
+    template.write_text(text.replace(original, f"Handler: {replacement}"), encoding="utf-8")
+    return template
 
 
 class Snapshot:

@@ -17,10 +17,10 @@ from snn.errors import RunFailed, SnnError
 from snn.handlers import commit
 from tests.helpers import (
     assert_same_run,
-    project_copy,
     spec,
     three_layers,
     tiny_parameters,
+    with_handler,
 )
 
 pytestmark = [
@@ -96,14 +96,7 @@ def test_a_failed_run_resumes_on_the_deployed_stack(
     """Commit fails for good at epoch 2; once it is fixed (a new version of the function),
     `aws.resume` carries the run on in a new execution, and it ends bit for bit as the direct
     engine's run."""
-    template = project_copy(tmp_path)
-    text = template.read_text()
-    template.write_text(
-        text.replace(
-            "Handler: snn.handlers.commit.handler",
-            "Handler: tests.faulty_handlers.commit_fails_at_epoch_2",
-        )
-    )
+    template = with_handler(tmp_path, "commit", "tests.faulty_handlers.commit_fails_at_epoch_2")
     p = tiny_parameters(epochs=4)
     session = boto3.DEFAULT_SESSION
     with EmbeddedStack(template) as embedded:

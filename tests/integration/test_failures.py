@@ -16,19 +16,9 @@ from snn.engines import local
 from snn.engines.local import quota
 from snn.errors import RunFailed
 from snn.run_folder import RunFolder
-from tests.helpers import project_copy, spec, three_layers, tiny_parameters
+from tests.helpers import spec, three_layers, tiny_parameters, with_handler
 
 pytestmark = pytest.mark.xdist_group("embedded")
-
-
-def with_handler(tmp_path: Path, stage: str, replacement: str) -> Path:
-    """A copy of the project's template whose `stage` function runs `replacement`."""
-    template = project_copy(tmp_path)
-    text = template.read_text(encoding="utf-8")
-    original = f"Handler: snn.handlers.{stage}.handler"
-    assert original in text
-    template.write_text(text.replace(original, f"Handler: {replacement}"), encoding="utf-8")
-    return template
 
 
 def saved_record(folder: Path) -> dict:

@@ -20,7 +20,7 @@ from snn.data import write_h5_pair
 from snn.engines import aws, direct, local
 from snn.errors import RunFailed
 from snn.run_folder import RunFolder
-from tests.helpers import ROOT, assert_same_run, network, project_copy, spec
+from tests.helpers import ROOT, assert_same_run, network, spec, with_handler
 
 pytestmark = pytest.mark.xdist_group("embedded")
 
@@ -103,14 +103,7 @@ def test_aws_engine_equals_direct(
 def test_adam_and_mini_batches_resume_bit_identical(tmp_path: Path, synthetic_dir: Path) -> None:
     """Commit breaks at epoch 2 (mid-run, after a mini-batch of that epoch): the run saved there
     resumes with the optimizer's state and the epoch's batch costs, and ends as a clean run."""
-    template = project_copy(tmp_path)
-    text = template.read_text()
-    template.write_text(
-        text.replace(
-            "Handler: snn.handlers.commit.handler",
-            "Handler: tests.faulty_handlers.commit_fails_at_epoch_2",
-        )
-    )
+    template = with_handler(tmp_path, "commit", "tests.faulty_handlers.commit_fails_at_epoch_2")
     p = learner(**EVERYTHING)
     with RunFolder(tmp_path / "run") as folder, pytest.raises(RunFailed):
         local.train(spec(p, synthetic_dir, folder=folder), template)

@@ -30,10 +30,10 @@ from tests.helpers import (
     ROOT,
     assert_same_run,
     network,
-    project_copy,
     spec,
     three_layers,
     tiny_parameters,
+    with_handler,
 )
 
 pytestmark = pytest.mark.xdist_group("embedded")
@@ -196,14 +196,7 @@ def test_an_interrupted_run_resumes_in_a_new_process(tmp_path: Path, synthetic_d
 def test_a_failed_run_resumes_through_the_engine(tmp_path: Path, synthetic_dir: Path) -> None:
     """Commit fails for good at epoch 2: the run folder keeps what resume needs, and
     `local.resume` on it (with the real Commit) ends as if nothing had failed."""
-    template = project_copy(tmp_path)
-    text = template.read_text()
-    template.write_text(
-        text.replace(
-            "Handler: snn.handlers.commit.handler",
-            "Handler: tests.faulty_handlers.commit_fails_at_epoch_2",
-        )
-    )
+    template = with_handler(tmp_path, "commit", "tests.faulty_handlers.commit_fails_at_epoch_2")
     p = tiny_parameters(epochs=4)
     out = tmp_path / "run"
     with RunFolder(out) as folder, pytest.raises(RunFailed) as failure:

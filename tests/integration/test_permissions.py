@@ -32,7 +32,7 @@ import pytest
 from snn import epoch, keys
 from snn.engines import local
 from snn.engines.local import ACCOUNT, REGION, EmbeddedStack, LambdaService
-from snn.engines.local.embedded import status_change_event
+from snn.engines.local.embedded import EMULATOR_ENV, status_change_event
 from snn.engines.stack import create_run, start
 from snn.metering import invocations_reach_thread_pools
 from snn.parameters import Parameters
@@ -385,14 +385,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Recorde
     recorder = Recorder()
     p = parameters(epochs=4)
     with pytest.MonkeyPatch.context() as mp, ExitStack() as stack:
-        for k, v in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_REGION": REGION,
-            "POWERTOOLS_METRICS_DISABLED": "true",
-        }.items():
+        for k, v in EMULATOR_ENV.items():
             mp.setenv(k, v)
         mp.delenv("AWS_ENDPOINT_URL", raising=False)
         mp.delenv("AWS_PROFILE", raising=False)

@@ -21,7 +21,7 @@ import pytest
 
 from snn.cli import main
 from snn.engines import direct
-from tests.helpers import ROOT, project_copy, spec, tiny_parameters
+from tests.helpers import ROOT, spec, tiny_parameters, with_handler
 
 pytestmark = pytest.mark.xdist_group("embedded")
 
@@ -165,13 +165,8 @@ def test_sigkill_at_several_points_then_resume_ends_bit_identical(
 def saved_run(tmp_path: Path, synthetic_dir: Path) -> Path:
     """A run that failed at epoch 2 (its Commit broke), saved in its run folder."""
     (tmp_path / "project").mkdir()
-    template = project_copy(tmp_path / "project")
-    text = template.read_text()
-    template.write_text(
-        text.replace(
-            "Handler: snn.handlers.commit.handler",
-            "Handler: tests.faulty_handlers.commit_fails_at_epoch_2",
-        )
+    template = with_handler(
+        tmp_path / "project", "commit", "tests.faulty_handlers.commit_fails_at_epoch_2"
     )
     out = tmp_path / "run"
     assert main(train_args(write_params(tmp_path, 5), synthetic_dir, out, template)) == 1

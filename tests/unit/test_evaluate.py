@@ -16,15 +16,7 @@ from snn.data import synthetic_images, write_h5_pair
 from snn.parameters import Parameters
 from snn.predict import read_weights
 from snn.report import model_bytes
-
-
-def train_run(folder: Path, p: Parameters, data: Path, run_id: str) -> Path:
-    """A run folder made as a user makes one: `snn train --engine direct`."""
-    params = folder.parent / f"{run_id}.json"
-    params.write_text(json.dumps(p.to_dict()))
-    argv = ["train", "--engine", "direct", "--params", str(params), "--data", str(data)]
-    assert main([*argv, "--out", str(folder), "--run-id", run_id, "--quiet"]) == 0
-    return folder
+from tests.helpers import train_run
 
 
 def small_network(epochs: int = 30) -> Parameters:

@@ -19,17 +19,9 @@ from snn.inspection import Layer, forward_layers, histograms, neuron_rows, weigh
 from snn.parameters import Parameters
 from snn.predict import read_weights
 from snn.report import model_bytes
+from tests.helpers import train_run
 
 SIZE = 4  # the synthetic pictures are 4 x 4
-
-
-def train_run(folder: Path, p: Parameters, data: Path, run_id: str) -> Path:
-    """A run folder made as a user makes one: `snn train --engine direct`."""
-    params = folder.parent / f"{run_id}.json"
-    params.write_text(json.dumps(p.to_dict()))
-    argv = ["train", "--engine", "direct", "--params", str(params), "--data", str(data)]
-    assert main([*argv, "--out", str(folder), "--run-id", run_id, "--quiet"]) == 0
-    return folder
 
 
 def three_layers() -> Parameters:

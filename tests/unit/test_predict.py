@@ -22,18 +22,9 @@ from snn.data import preprocess
 from snn.parameters import Parameters
 from snn.predict import ImageError, ModelError
 from snn.report import model_arrays, model_bytes
-from tests.helpers import export_test_pictures
+from tests.helpers import export_test_pictures, train_run
 
 SIZE = 4  # small pictures: a model for 4 x 4 RGB inputs
-
-
-def train_run(folder: Path, p: Parameters, data: Path, run_id: str) -> Path:
-    """A run folder made as a user makes one: `snn train --engine direct`."""
-    params = folder.parent / f"{run_id}.json"
-    params.write_text(json.dumps(p.to_dict()))
-    argv = ["train", "--engine", "direct", "--params", str(params), "--data", str(data)]
-    assert main([*argv, "--out", str(folder), "--run-id", run_id, "--quiet"]) == 0
-    return folder
 
 
 def params(layers: tuple[str, ...] = ("tanh", "sigmoid")) -> Parameters:
