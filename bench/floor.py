@@ -1,14 +1,15 @@
 """The floor of the local engine: the state machine with handlers that do nothing.
 
-    python bench/floor.py                 # the reference network (12288-7-1), 200 epochs
-    python bench/floor.py --neurons-per-task 1
+    python bench/floor.py                 # 12288-7-1, as many epochs as one execution holds
+    python bench/floor.py --grain neuron  # one neuron per task
 
 The real definition runs on the embedded stack, but every function answers at once with what
 the definition reads of it (Init the plan, Loss a cost, Commit the next epoch): no S3, no
 DynamoDB, no maths. What is left is moto's interpreter and the Lambda invoke path, the part of
 the local engine's overhead that no handler, store or serialisation change can remove. Printed:
 wall time per epoch, per state transition and per invocation, and the ratio of the floor to the
-direct engine's epoch, measured in this run.
+direct engine's epoch (same network, same grain), the two measured in turns in this run, medians
+of `--reps` repetitions.
 """
 
 from __future__ import annotations
@@ -16,22 +17,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engines import ROOT, reference
+from networks import REFERENCE, ROOT, network
+from tables import markdown
+
+sys.path.insert(0, str(ROOT / "src"))
 
 
 def stubs(p: Any) -> dict[str, Any]:
     """Handlers that return at once what the definition reads of each function."""
-    from snn import stages
+    from snn import epoch
 
     def init(event: dict, _: Any) -> dict:
-        plan = stages.plan(p, event["run_id"], 0)
-        return plan | {"chunk_end": p.epochs}  # one execution: no ContinueAsNew
+        plan = epoch.plan(p, event["input"]["run_id"], 0)
+        return plan | {"chunk_end": plan["steps"]}  # one execution: no ContinueAsNew
+
+    def commit(event: dict, _: Any) -> dict:
+        step = event["epoch"] + 1  # one batch per epoch
+        return {"epoch": step, "batch": 0, "step": step, "stopped": False}
 
     def answer(result: dict) -> Any:
         return lambda event, _: result
@@ -43,13 +52,14 @@ def stubs(p: Any) -> dict[str, Any]:
         "LossFunction": answer({"cost": 0.5}),
         "BackwardFunction": answer({}),
         "UpdateFunction": answer({}),
-        "CommitFunction": lambda event, _: {"epoch": event["epoch"] + 1},
+        "CommitFunction": commit,
         "EvaluateFunction": answer({}),
     }
 
 
 def floor(p: Any) -> dict[str, float]:
     from snn.engines import local, stack
+    from snn.engines.history import execution_stats
 
     with local.EmbeddedStack(ROOT / "template.yaml") as embedded:
         assert embedded.lambdas is not None and embedded.stack is not None
@@ -64,7 +74,7 @@ def floor(p: Any) -> dict[str, float]:
         description = st.sfn.describe_execution(executionArn=arn)
         if description["status"] != "SUCCEEDED":
             raise SystemExit(f"floor: the execution ended {description['status']}")
-        stats = stack.execution_stats(embedded.history(arn))
+        stats = execution_stats(embedded.history(arn))
     return {
         "wall_seconds": wall,
         "transitions": stats["state_transitions"],
@@ -73,43 +83,62 @@ def floor(p: Any) -> dict[str, float]:
 
 
 def direct_epoch_seconds(p: Any, data: str) -> float:
-    from snn.data import load_dataset
-    from snn.engines import direct
+    """The direct engine's time per epoch, from its first epoch's end to its last's (without
+    reading the data and initialising)."""
+    from snn.engines import RunSpec, direct
 
-    dataset = load_dataset(data)
-    start = time.perf_counter()
-    direct.train(p, dataset, "floor")
-    return (time.perf_counter() - start) / p.epochs
+    ends: list[float] = []
+    direct.train(
+        RunSpec(p, Path(data), "floor", on_epoch=lambda *_: ends.append(time.perf_counter()))
+    )
+    return (ends[-1] - ends[0]) / max(1, len(ends) - 1)
 
 
 def main() -> None:
+    from snn.epoch import steps_per_execution
+    from snn.parameters import Parameters
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--epochs", type=int, default=200, help="at most 240 (one execution)")
-    ap.add_argument("--neurons-per-task", type=int, default=7)
+    ap.add_argument("--epochs", type=int, help="default: as many as one execution holds")
+    ap.add_argument("--network", default=REFERENCE)
+    ap.add_argument("--grain", choices=("layer", "neuron"), default="layer")
+    ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--data", default=os.environ.get("SNN_DATA_DIR"))
     args = ap.parse_args()
     if not args.data:
         sys.exit("floor: set SNN_DATA_DIR or pass --data DIR (the cat/non-cat folder)")
-    if not 1 <= args.epochs <= 240:
-        sys.exit("floor: --epochs must be from 1 to 240 (one execution of at most 25,000 events)")
-    from snn.parameters import Parameters
-
-    p = Parameters.from_dict(reference(args.epochs) | {"neurons_per_task": args.neurons_per_task})
-    f = floor(p)
-    direct = direct_epoch_seconds(p, args.data)
-    per_epoch = f["wall_seconds"] / args.epochs
+    raw = network(args.network, 2)
+    raw["neurons_per_task"] = 1 if args.grain == "neuron" else max(raw["neurons"].values())
+    most = steps_per_execution(Parameters.from_dict(raw))
+    args.epochs = args.epochs or most
+    if not 2 <= args.epochs <= most:
+        sys.exit(f"floor: --epochs must be from 2 to {most} (one execution)")
+    p = Parameters.from_dict(raw | {"epochs": args.epochs})
+    floors, directs = [], []
+    for rep in range(args.reps):  # in turns, the other way round every other repetition
+        for what in ("floor", "direct") if rep % 2 == 0 else ("direct", "floor"):
+            if what == "floor":
+                floors.append(floor(p))
+            else:
+                directs.append(direct_epoch_seconds(p, args.data))
+    f = min(floors, key=lambda r: r["wall_seconds"])  # counts are the same in every repetition
+    wall = statistics.median(r["wall_seconds"] for r in floors)
+    per_epoch, direct = wall / args.epochs, statistics.median(directs)
     result = {
+        "network": args.network,
+        "grain": args.grain,
         "epochs": args.epochs,
-        "neurons_per_task": args.neurons_per_task,
+        "repetitions": args.reps,
         "floor_ms_per_epoch": round(1000 * per_epoch, 2),
         "transitions_per_epoch": round(f["transitions"] / args.epochs, 1),
         "invocations_per_epoch": round(f["invocations"] / args.epochs, 1),
-        "ms_per_transition": round(1000 * f["wall_seconds"] / f["transitions"], 3),
-        "ms_per_invocation": round(1000 * f["wall_seconds"] / f["invocations"], 3),
+        "ms_per_transition": round(1000 * wall / f["transitions"], 3),
+        "ms_per_invocation": round(1000 * wall / f["invocations"], 3),
         "direct_ms_per_epoch": round(1000 * direct, 2),
         "floor_over_direct": round(per_epoch / direct, 2),
     }
     print(json.dumps(result, indent=1))
+    print("\n" + markdown([result]))
 
 
 if __name__ == "__main__":

@@ -284,6 +284,8 @@ def test_metering_counts_what_the_handlers_do(synthetic_dir: Path, aws_env: None
     assert m.per_epoch.s3_put == 6 * 6 + 3 + 1 + 2
     assert m.per_epoch.s3_get > m.per_epoch.s3_put
     assert m.per_epoch.dynamodb_writes == 2  # the epoch's cost, the commit
+    # every stage reads the run record once (one GetItem), served without HTTP or not
+    assert m.per_epoch.dynamodb_reads == m.per_epoch.lambda_invocations
     assert m.per_sample.s3_put == 6  # one statistics object per shard
     assert m.per_sample.s3_get == 6  # read back once, by Evaluate
     # time is measured, so noisy on a busy machine: a part is never negative, and time passes

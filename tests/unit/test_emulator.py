@@ -25,6 +25,7 @@ import pytest
 
 from snn.engines.local import emulator
 from snn.engines.local.emulator import interpreter, memory
+from snn.engines.local.emulator.copies import MODULES as COPY_MODULES
 from snn.errors import SnnError
 from tests.helpers import ROOT, tiny_parameters
 
@@ -263,6 +264,7 @@ def patch_points() -> dict[str, Any]:
     from moto.stepfunctions.parser.asl.utils import json_path
 
     return {
+        **{f"{name}.copy": importlib.import_module(name).copy for name in COPY_MODULES},
         "InlineIterationComponent._eval_body": inline.InlineIterationComponent._eval_body,
         "boto_client_for": lambda_eval_utils.boto_client_for,
         "json_path.parse": json_path.parse,

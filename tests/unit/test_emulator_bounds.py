@@ -5,6 +5,7 @@ way, the definition's own MaxConcurrency kept when it is smaller, and the undo."
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
@@ -177,3 +178,42 @@ def test_the_stack_installs_the_limit_and_undoes_it(aws_env: None) -> None:
     with EmbeddedStack(ROOT / "template.yaml"):
         assert inline.InlineIterationComponent._eval_body is not before
     assert inline.InlineIterationComponent._eval_body is before
+
+
+# --- the interpreter's copies of state data ------------------------------------------------------
+
+
+class Opaque:
+    def __init__(self) -> None:
+        self.items = [1, 2]
+
+
+def test_json_copy_is_a_deep_copy_that_shares_nothing_mutable() -> None:
+    from snn.engines.local.emulator.copies import json_copy
+
+    value = {"a": [1, 2.5, {"b": None, "c": True}], "d": "text", "e": (1, [2]), "f": Opaque()}
+    copied = json_copy(value)
+    assert copied == {**value, "f": copied["f"]} and copied["f"].items == [1, 2]
+    assert copied is not value and copied["a"] is not value["a"]
+    assert copied["a"][2] is not value["a"][2]
+    assert copied["e"][1] is not value["e"][1]  # a tuple goes to copy.deepcopy
+    assert copied["f"] is not value["f"]  # so does any other object
+    copied["a"][2]["b"] = "changed"
+    assert value["a"][2]["b"] is None
+
+
+def test_fast_copies_change_no_result_and_undo(sfn: Any) -> None:
+    from snn.engines.local.emulator import copies
+
+    modules = [importlib.import_module(name) for name in copies.MODULES]
+    before = [m.copy for m in modules]
+    plain_output, plain_history = execute(sfn, mapping())
+    undo = copies.fast_copies()
+    try:
+        assert all(m.copy.deepcopy is copies.json_copy for m in modules)
+        output, history = execute(sfn, mapping())
+    finally:
+        undo()
+    assert [m.copy for m in modules] == before
+    assert output == plain_output
+    assert kinds(history) == kinds(plain_history)

@@ -140,6 +140,7 @@ class EmbeddedStack:
             self._undo.append(emulator.interpreter.speed_up())
             self._undo.append(emulator.interpreter.first_end_stands())
             self._undo.append(emulator.map_concurrency.limit())
+            self._undo.append(emulator.copies.fast_copies())
             self._undo.append(emulator.dynamodb.serialise())
             self.compactor = emulator.memory.Compactor()
             self.stack = Stack(

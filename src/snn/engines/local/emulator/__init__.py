@@ -12,6 +12,8 @@ emulator behave as AWS does where moto's interpreter is lenient:
 - `dynamodb`: requests to the emulated DynamoDB one at a time (its tables are not safe for
   concurrent requests, which the local engine's threads make);
 - `s3_requests`: the handlers' S3 object requests answered by moto's S3 backend directly;
+- `copies`: the interpreter's copies of state data (JSON) made by a plain recursive copy
+  instead of `copy.deepcopy`;
 - `map_concurrency`: at most a few iterations of an inline Map at once (moto starts a thread
   for every iteration; Step Functions runs at most 40 at a time).
 
@@ -43,6 +45,7 @@ if moto.__version__ != MOTO_VERSION:
     )
 
 from snn.engines.local.emulator import (  # noqa: E402
+    copies,
     dynamodb,
     interpreter,
     map_concurrency,
@@ -54,6 +57,7 @@ __all__ = [
     "ACCOUNT",
     "MOTO_VERSION",
     "REGION",
+    "copies",
     "dynamodb",
     "interpreter",
     "map_concurrency",

@@ -54,9 +54,12 @@ class ItemRequests:
         self.served = 0
 
     def install(self, session: Any) -> Callable[[], None]:
+        # On the service's events, not GetItem's: botocore calls the handlers of the more
+        # specific event first, and the first answer ends the call, so a handler of
+        # GetItem's own would hide the request from the service-wide ones (`snn bill`'s meter).
         hooks = (
-            ("provide-client-params.dynamodb.GetItem", self.keep_params),
-            ("before-call.dynamodb.GetItem", self.on_before_call),
+            ("provide-client-params.dynamodb", self.keep_params),
+            ("before-call.dynamodb", self.on_before_call),
         )
         for event, handler in hooks:
             session.events.register(event, handler, unique_id=f"{event}-{id(self)}")
@@ -67,10 +70,13 @@ class ItemRequests:
 
         return uninstall
 
-    def keep_params(self, params: dict[str, Any], context: dict, **_: Any) -> None:
-        context[self.PARAMS] = dict(params)
+    def keep_params(self, params: dict[str, Any], model: Any, context: dict, **_: Any) -> None:
+        if model.name == "GetItem":
+            context[self.PARAMS] = dict(params)
 
-    def on_before_call(self, context: dict, **_: Any) -> tuple[Any, dict] | None:
+    def on_before_call(self, model: Any, context: dict, **_: Any) -> tuple[Any, dict] | None:
+        if model.name != "GetItem":
+            return None
         params = context.get(self.PARAMS)
         if params is None or params.get("AttributesToGet"):
             return None

@@ -4,7 +4,7 @@ moto's interpreter starts one thread per iteration of a Map whose definition set
 MaxConcurrency: a layer of 500 neurons at one neuron per task is 500 threads, each holding its
 frames, its event and its handler's matrices while it waits for the interpreter lock. Step
 Functions itself runs at most 40 iterations of an inline Map at a time; the others wait their
-turn. On a machine of a few cores, a few at a time are as fast, and far smaller.
+turn. On a machine of a few cores a few at a time are as fast, and hold less memory at once.
 
 `limit(n)`, installed by the embedded stack, makes the interpreter run at most `n` iterations of
 any inline Map at once (fewer if the definition's MaxConcurrency says so), without touching the
