@@ -14,6 +14,7 @@ Optional fields, whose defaults keep the seed's behaviour: `seed` (1), `initiali
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -106,11 +107,9 @@ class Parameters:
     def layer_dims(self, n_x: int) -> list[int]:
         return [n_x, *self.neurons]
 
-    def shards(self, layer: int) -> list[Shard]:
+    def shards(self, layer: int) -> tuple[Shard, ...]:
         """The shards of `layer` (1-based) that the state machine fans out, in neuron order."""
-        n = self.neurons[layer - 1]
-        step = self.neurons_per_task
-        return [Shard(layer, i, lo, min(lo + step, n)) for i, lo in enumerate(range(0, n, step))]
+        return _shards(layer, self.neurons[layer - 1], self.neurons_per_task)
 
     def shard(self, layer: int, shard: int) -> Shard:
         if not 1 <= layer <= self.layers:
@@ -119,6 +118,14 @@ class Parameters:
         if not 0 <= shard < len(shards):
             raise IndexError(f"shard {shard} of layer {layer} is not in 0..{len(shards) - 1}")
         return shards[shard]
+
+
+@functools.lru_cache(maxsize=256)
+def _shards(layer: int, n: int, per_task: int) -> tuple[Shard, ...]:
+    """Made once per layer and kept (every stage of every step asks for them)."""
+    return tuple(
+        Shard(layer, i, lo, min(lo + per_task, n)) for i, lo in enumerate(range(0, n, per_task))
+    )
 
 
 def _is_int(v: Any) -> bool:

@@ -214,8 +214,8 @@ def _net(neurons: int, per_task: int) -> Parameters:
 
 def test_shards_cover_the_layer_in_neuron_order() -> None:
     p = _net(7, 3)
-    assert p.shards(1) == [Shard(1, 0, 0, 3), Shard(1, 1, 3, 6), Shard(1, 2, 6, 7)]
-    assert p.shards(2) == [Shard(2, 0, 0, 1)]
+    assert p.shards(1) == (Shard(1, 0, 0, 3), Shard(1, 1, 3, 6), Shard(1, 2, 6, 7))
+    assert p.shards(2) == (Shard(2, 0, 0, 1),)
     assert p.shard(1, 2) == Shard(1, 2, 6, 7)
 
 

@@ -123,6 +123,19 @@ def update_refused(run_id: str, fields: dict[str, Any], when: When, record: dict
     )
 
 
+def _copied(value: Any) -> Any:
+    """A copy that shares nothing mutable: a record holds JSON values (dicts, lists, strings,
+    numbers, None), so a plain recursive copy does what copy.deepcopy does, several times
+    faster; anything else goes to copy.deepcopy."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if type(value) is dict:
+        return {k: _copied(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_copied(v) for v in value]
+    return copy.deepcopy(value)
+
+
 class MemoryRunTable(Series):
     def __init__(self) -> None:
         self.items: dict[tuple[str, str], dict[str, Any]] = {}
@@ -130,16 +143,16 @@ class MemoryRunTable(Series):
     def create(self, run_id: str, record: dict[str, Any]) -> dict[str, Any]:
         key = (run_id, keys.RUN_ENTRY)
         if key not in self.items:
-            self.items[key] = copy.deepcopy({k: v for k, v in record.items() if k != "costs"})
+            self.items[key] = _copied({k: v for k, v in record.items() if k != "costs"})
             for epoch, cost in record.get("costs", {}).items():
                 self.record_cost(run_id, int(epoch), float(cost))
-        return copy.deepcopy(self.items[key])
+        return _copied(self.items[key])
 
     def get(self, run_id: str, fields: tuple[str, ...] = ()) -> dict[str, Any] | None:
         item = self.items.get((run_id, keys.RUN_ENTRY))
         if item is None:
             return None
-        record = copy.deepcopy(item)
+        record = _copied(item)
         if fields:
             record = {k: record[k] for k in fields if k in record}
         if not fields or "costs" in fields:
@@ -167,12 +180,12 @@ class MemoryRunTable(Series):
         item = self._item(run_id)
         if item.get("committed_step") != step or item["status"] != "RUNNING":
             return commit_refused(run_id, step, item)
-        item.update(copy.deepcopy(fields or {}), committed_step=step + 1, updated_at=now())
+        item.update(_copied(fields or {}), committed_step=step + 1, updated_at=now())
         return step + 1
 
     def update(self, run_id: str, fields: dict[str, Any], when: When | None = None) -> None:
         item = self._item(run_id)
-        fields = copy.deepcopy(fields)
+        fields = _copied(fields)
         if all(item.get(k) == v for k, v in fields.items()):
             return
         if when and not holds(item, when):
