@@ -56,6 +56,7 @@ def deployed(embedded: Any, name: str = "snn-emulated") -> str:
     return name
 
 
+@pytest.mark.slow
 def test_the_aws_engine_runs_on_the_stack_outputs_and_equals_direct(
     embedded_stack: Any, synthetic_dir: Path
 ) -> None:

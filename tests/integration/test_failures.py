@@ -115,6 +115,7 @@ DIVERGENT = {
 
 
 @pytest.mark.parametrize("engine", ["direct", "local"])
+@pytest.mark.slow
 def test_a_diverging_run_fails_in_one_line_and_writes_no_model(
     engine: str, tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -55,6 +55,7 @@ def learner(**fields: Any) -> Any:
     ],
     ids=["mini-batches", "momentum", "rmsprop", "l2-decay", "everything"],
 )
+@pytest.mark.slow
 def test_local_equals_direct(fields: dict[str, Any], synthetic_dir: Path) -> None:
     p = learner(**fields)
     assert_same_run(local.train(spec(p, synthetic_dir)), direct.train(spec(p, synthetic_dir)))
@@ -73,6 +74,7 @@ def test_local_equals_direct(fields: dict[str, Any], synthetic_dir: Path) -> Non
     ],
     ids=["adam-l2-decay-validation", "momentum-early-stopping"],
 )
+@pytest.mark.slow
 def test_aws_engine_equals_direct(
     fields: dict[str, Any], synthetic_dir: Path, aws_env: None
 ) -> None:
@@ -100,6 +102,7 @@ def test_aws_engine_equals_direct(
     assert_same_run(on_aws, direct.train(spec(p, synthetic_dir, "on-aws")))
 
 
+@pytest.mark.slow
 def test_adam_and_mini_batches_resume_bit_identical(tmp_path: Path, synthetic_dir: Path) -> None:
     """Commit breaks at epoch 2 (mid-run, after a mini-batch of that epoch): the run saved there
     resumes with the optimizer's state and the epoch's batch costs, and ends as a clean run."""
@@ -122,6 +125,7 @@ def test_adam_and_mini_batches_under_injected_faults(synthetic_dir: Path) -> Non
     assert_same_run(faulty, direct.train(spec(p, synthetic_dir)))
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_best_epoch(tmp_path: Path) -> None:
     """The validation examples are labelled against the pattern the training examples teach:
     the better the network learns, the worse the validation cost, so it is best after the first
@@ -171,6 +175,7 @@ def write_pictures(folder: Path, data_dir: Path) -> None:
         Image.fromarray(image).save(target / f"{k:02d}.png")
 
 
+@pytest.mark.slow
 def test_a_folder_of_pictures_trains_and_predicts_with_its_class_names(
     tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -235,6 +240,7 @@ def test_a_folder_of_pictures_trains_and_predicts_with_its_class_names(
     assert not (tmp_path / "no").exists()
 
 
+@pytest.mark.slow
 def test_an_npz_of_values_trains_the_same_on_every_engine_and_is_evaluated(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

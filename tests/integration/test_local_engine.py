@@ -155,6 +155,7 @@ def test_events_per_epoch_are_exactly_what_an_execution_records(
     assert FIXED_EVENTS_CONTINUE <= epochs.EXECUTION_FIXED_EVENTS  # the budget's allowance
 
 
+@pytest.mark.slow
 def test_the_engine_runs_the_definition_file_as_it_is(tmp_path: Path, synthetic_dir: Path) -> None:
     """Change the file in a copy: one more state per epoch, and the engine follows it."""
     template = project_copy(tmp_path)
@@ -173,6 +174,7 @@ def test_the_engine_runs_the_definition_file_as_it_is(tmp_path: Path, synthetic_
     assert_same_run(changed, plain)
 
 
+@pytest.mark.slow
 def test_an_event_out_of_range_fails_the_run_where_it_happens(
     tmp_path: Path, synthetic_dir: Path
 ) -> None:
@@ -192,6 +194,7 @@ def test_an_event_out_of_range_fails_the_run_where_it_happens(
     ), message
 
 
+@pytest.mark.slow
 def test_cli_reports_a_failed_run_in_one_line(
     tmp_path: Path, synthetic_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -224,6 +227,7 @@ def test_cli_reports_a_failed_run_in_one_line(
     assert (record["status"], record["error"]) == ("FAILED", "EventError")
 
 
+@pytest.mark.slow
 def test_a_state_output_over_256_kb_fails_as_on_aws(tmp_path: Path, synthetic_dir: Path) -> None:
     """A state's own output (no Lambda in it) over the limit fails the execution, as AWS would
     (moto does this itself for a Pass state), and no Catch can catch it."""

@@ -43,6 +43,7 @@ FIXED_EVENTS_EVALUATE = 1 + 5 + 2 + 5 + 1  # see test_local_engine.py
 FIXED_EVENTS_CONTINUE = 1 + 5 + 2 + 5 + 2 + 1
 
 
+@pytest.mark.slow
 def test_a_long_run_continues_in_new_executions(
     synthetic_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -71,6 +72,7 @@ def test_a_long_run_continues_in_new_executions(
     assert reported == list(enumerate(result.costs))  # across executions: every epoch, once
 
 
+@pytest.mark.slow
 def test_a_run_of_mini_batches_continues_mid_epoch(
     synthetic_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -193,6 +195,7 @@ def test_an_interrupted_run_resumes_in_a_new_process(tmp_path: Path, synthetic_d
     assert second["first_epoch"] == stopped_at and second["last_epoch"] == 19
 
 
+@pytest.mark.slow
 def test_a_failed_run_resumes_through_the_engine(tmp_path: Path, synthetic_dir: Path) -> None:
     """Commit fails for good at epoch 2: the run folder keeps what resume needs, and
     `local.resume` on it (with the real Commit) ends as if nothing had failed."""
@@ -251,6 +254,7 @@ def test_resume_refuses_what_it_cannot_resume(tmp_path: Path, capsys) -> None:
     assert "run done has finished: nothing to resume" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_in_one_stack(embedded_stack: Any, synthetic_dir: Path) -> None:
     st = embedded_stack.stack
     runs = {"alpha": three_layers(1, epochs=2), "beta": tiny_parameters(epochs=3)}
@@ -265,6 +269,7 @@ def test_two_runs_at_once_in_one_stack(embedded_stack: Any, synthetic_dir: Path)
         assert_same_run(got, direct.train(spec(p, synthetic_dir, run_id)))
 
 
+@pytest.mark.slow
 def test_storage_stays_bounded(
     embedded_stack: Any, synthetic_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -288,6 +293,7 @@ def test_storage_stays_bounded(
     assert len(stats) == 12 * epochs.shard_count(p)  # every epoch sampled in a short run
 
 
+@pytest.mark.slow
 def test_a_stopped_execution_is_not_left_running(embedded_stack: Any, synthetic_dir: Path) -> None:
     """Stopping a run (what Ctrl-C does) aborts its execution, waits until no handler is at
     work, and the execution-status rule's function marks the run FAILED, as on AWS."""

@@ -494,6 +494,7 @@ FUNCTIONS = sorted(
 
 @pytest.mark.xdist_group("embedded")
 @pytest.mark.parametrize("function", FUNCTIONS)
+@pytest.mark.slow
 def test_every_request_is_allowed(
     recorded: tuple[Recorder, dict], policies: dict[str, list[dict]], function: str
 ) -> None:
@@ -505,6 +506,7 @@ def test_every_request_is_allowed(
 
 @pytest.mark.xdist_group("embedded")
 @pytest.mark.parametrize("function", FUNCTIONS)
+@pytest.mark.slow
 def test_every_grant_is_used(
     recorded: tuple[Recorder, dict], policies: dict[str, list[dict]], function: str
 ) -> None:

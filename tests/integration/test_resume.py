@@ -216,12 +216,14 @@ def npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_saved_matrix_that_changed(saved_run: Path, capsys) -> None:
     path = saved_run / "resume" / "objects" / weight_key(saved_run)
     path.write_bytes(b"\x93NUMPY garbage")
     resume_refused(saved_run, capsys, str(path), "changed since it was saved")
 
 
+@pytest.mark.slow
 def test_resume_refuses_garbage_in_a_matrix(saved_run: Path, capsys) -> None:
     key = weight_key(saved_run)
     resave(saved_run, key, b"\x93NUMPY\x01\x00garbage")
@@ -236,6 +238,7 @@ def test_resume_refuses_non_finite_weights(saved_run: Path, capsys) -> None:
     resume_refused(saved_run, capsys, key, "not finite")
 
 
+@pytest.mark.slow
 def test_resume_refuses_float32_weights(saved_run: Path, capsys) -> None:
     key = weight_key(saved_run)
     W = np.load(saved_run / "resume" / "objects" / key)
@@ -277,6 +280,7 @@ def test_resume_refuses_an_upload_that_is_not_its_sha256(
         "old format",
     ],
 )
+@pytest.mark.slow
 def test_resume_refuses_a_tampered_state(saved_run: Path, capsys, tamper, fragment: str) -> None:
     path = saved_run / "resume" / "state.json"
     state = json.loads(path.read_text())
@@ -291,6 +295,7 @@ def test_resume_refuses_a_state_that_is_not_json(saved_run: Path, capsys) -> Non
     resume_refused(saved_run, capsys, str(path), "cannot be read")
 
 
+@pytest.mark.slow
 def test_an_untampered_saved_run_resumes_bit_identical(
     saved_run: Path, synthetic_dir: Path
 ) -> None:

@@ -19,9 +19,10 @@ from snn.serve.app import create_app
 from tests.helpers import ROOT, network
 
 pytestmark = [
+    pytest.mark.slow,  # three runs, one per engine
     pytest.mark.xdist_group("embedded"),
     # the stack of outputs the AWS engine reads: moto stores the placeholder without a model
-    pytest.mark.filterwarnings("ignore:Tried to parse AWS::CloudFormation::WaitConditionHandle"),
+    pytest.mark.filterwarnings("ignore:Tried to parse AWS.*WaitConditionHandle"),
 ]
 
 EPOCHS = 3

@@ -271,6 +271,7 @@ def three_layers() -> Parameters:
     )
 
 
+@pytest.mark.slow
 def test_metering_counts_what_the_handlers_do(synthetic_dir: Path, aws_env: None) -> None:
     m = measure(three_layers(), synthetic_dir, ROOT / "template.yaml", sample_epochs=4)
     # shards: 3 + 2 + 1 = 6. Per epoch: forward (2 tasks per shard), loss, backward, update,
@@ -306,6 +307,7 @@ def test_metering_counts_what_the_handlers_do(synthetic_dir: Path, aws_env: None
     assert path.total.invocations == path.critical.invocations + 3 * (6 - 3) + (6 - 1)
 
 
+@pytest.mark.slow
 def test_bill_command_prints_the_estimate(
     synthetic_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], aws_env: None
 ) -> None:

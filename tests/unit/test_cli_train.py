@@ -233,6 +233,7 @@ def test_a_good_run_writes_the_whole_folder(tmp_path, capsys, synthetic_dir, par
     )
 
 
+@pytest.mark.slow
 def test_a_second_process_on_the_same_folder_is_refused_and_the_first_is_unharmed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_dir: Path
 ) -> None:

@@ -230,6 +230,7 @@ def invoke(name: str, event: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+@pytest.mark.slow
 def test_every_event_runs_on_the_sample_run(embedded_stack: Any, data_dir: Path) -> None:
     st = embedded_stack.stack
     snap = Snapshot(st)
@@ -309,6 +310,7 @@ def test_a_failure_event_fails_the_running_sample_run(
     assert snap() == before
 
 
+@pytest.mark.slow
 def test_continue_as_new_event_starts_the_next_execution(
     embedded_stack: Any, data_dir: Path
 ) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from snn import keys
 from snn import network as nn
@@ -36,6 +37,7 @@ def assert_same_weights(actual: list, expected: list) -> None:
         assert W.tobytes() == W_.tobytes() and b.tobytes() == b_.tobytes()
 
 
+@pytest.mark.slow
 def test_seed_parameters_on_the_real_data(embedded_stack: Any, data_dir: Path) -> None:
     p = Parameters.load(ROOT / "parameters.json")
     assert (p.epochs, p.neurons, p.neurons_per_task) == (10, (3, 1), 1)

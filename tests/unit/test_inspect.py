@@ -47,6 +47,7 @@ def inspect(run: Path, data: Path, *extra: str) -> int:
     return main(["inspect", str(run), "--data", str(data), *extra])
 
 
+@pytest.mark.slow
 def test_every_figure_is_written(
     run: Path, synthetic_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -235,6 +236,7 @@ def test_the_figures_replace_an_older_inspect_folder_whole(run: Path, synthetic_
     assert leftovers(run) == []
 
 
+@pytest.mark.slow
 def test_a_failure_while_drawing_leaves_the_older_figures(
     run: Path,
     synthetic_dir: Path,
@@ -260,6 +262,7 @@ def test_a_failure_while_drawing_leaves_the_older_figures(
     assert leftovers(run) == []
 
 
+@pytest.mark.slow
 def test_a_zip_bomb_in_neurons_npz_is_noted_and_not_unpacked(
     run: Path, synthetic_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

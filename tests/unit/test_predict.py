@@ -413,6 +413,7 @@ def test_the_newest_run_is_used_by_default(
 # --- on the real data set -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_predict_agrees_with_the_forward_pass_on_real_pictures(
     tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -177,6 +177,7 @@ def test_the_engine_serves_object_requests_and_can_be_told_not_to(
 
 
 @pytest.mark.xdist_group("embedded")
+@pytest.mark.slow
 def test_a_run_is_the_same_bytes_either_way(
     aws_env: None, synthetic_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
