@@ -16,6 +16,7 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -256,16 +257,27 @@ def patch_points() -> dict[str, Any]:
     """Every attribute of moto that a patch of the emulator package replaces."""
     from moto.dynamodb.responses import DynamoHandler
     from moto.stepfunctions.parser.asl.component.common.path import result_path
+    from moto.stepfunctions.parser.asl.component.program.program import Program
+    from moto.stepfunctions.parser.asl.component.state.exec.execute_state import ExecutionState
     from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import (
         inline_iteration_component as inline,
     )
     from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
     from moto.stepfunctions.parser.asl.eval.environment import Environment
+    from moto.stepfunctions.parser.asl.eval.event import event_manager
     from moto.stepfunctions.parser.asl.utils import json_path
+    from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
     return {
+        "ExecutionWorker._get_evaluation_entrypoint": ExecutionWorker._get_evaluation_entrypoint,
         **{f"{name}.copy": importlib.import_module(name).copy for name in COPY_MODULES},
         "InlineIterationComponent._eval_body": inline.InlineIterationComponent._eval_body,
+        "InlineIterationComponent._launch_worker": inline.InlineIterationComponent._launch_worker,
+        "ExecutionState._evaluate_with_timeout": ExecutionState._evaluate_with_timeout,
+        "Program.eval": Program.eval,
+        "event_manager.iso_8601_datetime_with_milliseconds": (
+            event_manager.iso_8601_datetime_with_milliseconds
+        ),
         "boto_client_for": lambda_eval_utils.boto_client_for,
         "json_path.parse": json_path.parse,
         "result_path.parse": result_path.parse,
@@ -755,3 +767,618 @@ def test_item_requests_answer_as_moto_http_answers(aws_env: None) -> None:
         assert items.served == 5
     assert got == expected
     assert "Item" not in got[-1]
+
+
+def exercise_item_writes(client: Any) -> list[Any]:
+    """PutItem, UpdateItem, DeleteItem and Query as the stores make them and beyond: conditions
+    that hold and fail, what is returned, moto's refusals; what a caller sees of each (the
+    answer, or the error's class, its parsed response and its status)."""
+    seen: list[Any] = []
+
+    def call(operation: str, **kwargs: Any) -> None:
+        try:
+            answer = getattr(client, operation)(**kwargs)
+            seen.append((operation, {k: v for k, v in answer.items() if k != "ResponseMetadata"}))
+        except client.exceptions.ClientError as error:
+            response = {k: v for k, v in error.response.items() if k != "ResponseMetadata"}
+            status = error.response["ResponseMetadata"]["HTTPStatusCode"]
+            seen.append((operation, type(error).__name__, response, status))
+
+    client.create_table(
+        TableName="t",
+        KeySchema=[
+            {"AttributeName": "k", "KeyType": "HASH"},
+            {"AttributeName": "e", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "k", "AttributeType": "S"},
+            {"AttributeName": "e", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    key = {"k": {"S": "a"}, "e": {"S": "1"}}
+    absent = "attribute_not_exists(k)"
+    item = {**key, "b": {"B": b"\x00\x01"}, "n": {"N": "1.50"}, "m": {"M": {"x": {"NULL": True}}}}
+    call("put_item", TableName="t", Item=item, ConditionExpression=absent)
+    call("put_item", TableName="t", Item=key, ConditionExpression=absent)
+    call(
+        "put_item",
+        TableName="t",
+        Item=key,
+        ConditionExpression=absent,
+        ReturnValuesOnConditionCheckFailure="ALL_OLD",
+    )
+    for value in ("x", "y"):
+        call(
+            "put_item",
+            TableName="t",
+            Item={"k": {"S": "a"}, "e": {"S": "2"}, "v": {"S": value}},
+            ReturnValues="ALL_OLD",
+            ReturnConsumedCapacity="TOTAL",
+        )
+    call("put_item", TableName="nowhere", Item=key)
+    call("put_item", TableName="t", Item={"k": {"S": ""}, "e": {"S": "1"}})
+    call(
+        "put_item",
+        TableName="t",
+        Item=key,
+        ConditionExpression="#x = :v",
+        ExpressionAttributeNames={"#x": "v", "#unused": "q"},
+        ExpressionAttributeValues={":v": {"S": "x"}},
+    )
+    add = {":c": {"N": "3"}, ":one": {"N": "1"}}
+    call(
+        "update_item",
+        TableName="t",
+        Key=key,
+        UpdateExpression="SET c = :c, n = n + :one",
+        ExpressionAttributeValues=add,
+        ReturnValues="ALL_NEW",
+    )
+    refused = {":c": {"N": "4"}, ":old": {"N": "9"}}
+    for returned in ({}, {"ReturnValuesOnConditionCheckFailure": "ALL_OLD"}):
+        call(
+            "update_item",
+            TableName="t",
+            Key=key,
+            UpdateExpression="SET c = :c",
+            ConditionExpression="c = :old",
+            ExpressionAttributeValues=refused,
+            **returned,
+        )
+    call(
+        "update_item",
+        TableName="t",
+        Key={"k": {"S": "nobody"}, "e": {"S": "1"}},
+        UpdateExpression="SET c = :c",
+        ConditionExpression="attribute_exists(k)",
+        ExpressionAttributeValues={":c": {"N": "4"}},
+    )
+    call(
+        "update_item",
+        TableName="t",
+        Key={"k": {"S": "a"}},
+        UpdateExpression="SET c = :c",
+        ExpressionAttributeValues={":c": {"N": "4"}},
+    )
+    for i in range(5):
+        call("put_item", TableName="t", Item={"k": {"S": "q"}, "e": {"S": f"{i:03d}"}})
+    query = {"KeyConditionExpression": "k = :k", "ExpressionAttributeValues": {":k": {"S": "q"}}}
+    call(
+        "query",
+        TableName="t",
+        KeyConditionExpression="#k = :k AND #e BETWEEN :a AND :b",
+        ExpressionAttributeNames={"#k": "k", "#e": "e"},
+        ExpressionAttributeValues={":k": {"S": "q"}, ":a": {"S": "001"}, ":b": {"S": "003"}},
+        ProjectionExpression="#e",
+        ConsistentRead=True,
+    )
+    call("query", TableName="t", Limit=2, **query)
+    call(
+        "query",
+        TableName="t",
+        Limit=2,
+        ExclusiveStartKey={"k": {"S": "q"}, "e": {"S": "001"}},
+        ScanIndexForward=False,
+        **query,
+    )
+    call("query", TableName="t", Select="COUNT", **query)
+    call(
+        "query",
+        TableName="t",
+        KeyConditionExpression="z = :k",
+        ExpressionAttributeValues={":k": {"S": "q"}},
+    )
+    call(
+        "delete_item",
+        TableName="t",
+        Key={"k": {"S": "q"}, "e": {"S": "000"}},
+        ReturnValues="ALL_OLD",
+    )
+    call(
+        "delete_item",
+        TableName="t",
+        Key={"k": {"S": "q"}, "e": {"S": "001"}},
+        ConditionExpression="v = :x",
+        ExpressionAttributeValues={":x": {"S": "no"}},
+    )
+    call("scan", TableName="t")
+    return seen
+
+
+def test_item_writes_answer_as_moto_http_answers(aws_env: None) -> None:
+    """PutItem, UpdateItem, DeleteItem and Query answered by moto's handler without the HTTP
+    detour: the same answers and the same errors, raised as the same botocore exceptions
+    (ConditionalCheckFailedException with the item when asked for it)."""
+    with moto.mock_aws():
+        expected = exercise_item_writes(boto3.client("dynamodb"))
+    with moto.mock_aws():
+        session = boto3.session.Session(region_name="us-east-1")
+        items = emulator.dynamodb.ItemRequests(emulator.ACCOUNT, emulator.REGION)
+        uninstall = items.install(session)
+        got = exercise_item_writes(session.client("dynamodb"))
+        uninstall()
+    assert items.handled == {"DeleteItem": 2, "PutItem": 13, "Query": 5, "UpdateItem": 5}
+    assert got == expected
+    kinds = {entry[1] for entry in got if len(entry) == 4}
+    assert {"ConditionalCheckFailedException", "ResourceNotFoundException"} <= kinds
+    assert any(len(e) == 4 and "Item" in e[2] for e in got)  # the item of a refused write
+
+
+def test_served_writes_are_made_one_at_a_time(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.dynamodb.responses import DynamoHandler
+
+    inside: list[bool] = []
+    real = DynamoHandler.call_action
+
+    def probe(self: Any) -> Any:
+        operation = self.headers.get("X-Amz-Target", "").rsplit(".", 1)[-1]
+        if operation in emulator.dynamodb.HANDLED:  # (moto's path is serialised apart)
+            inside.append(emulator.dynamodb._lock._is_owned())  # type: ignore[attr-defined]
+        return real(self)
+
+    monkeypatch.setattr(DynamoHandler, "call_action", probe)
+    with moto.mock_aws():
+        session = boto3.session.Session(region_name="us-east-1")
+        items = emulator.dynamodb.ItemRequests(emulator.ACCOUNT, emulator.REGION)
+        items.install(session)
+        exercise_item_writes(session.client("dynamodb"))
+    assert len(inside) == 25 and all(inside)
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [
+        [["status"], ["committed_epoch"], ["run_id"]],
+        [["absent"]],
+        [["nothing"], ["confusion"]],  # moto drops a null met before a map: so must the copy
+        [["confusion", "tp"], ["confusion", "fn"]],
+        [["confusion"], ["confusion", "tp"]],
+        [["series[1]"]],
+        [["series[9]"], ["flag"]],
+        [["series[0]", "v"]],
+    ],
+)
+def test_project_is_moto_item_project(paths: list[list[str]]) -> None:
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    attrs = {
+        "run_id": {"S": "r"},
+        "status": {"S": "RUNNING"},
+        "committed_epoch": {"N": "12"},
+        "nothing": {"NULL": True},
+        "confusion": {"M": {"tp": {"N": "3"}, "fn": {"N": "1.50"}}},
+        "flag": {"BOOL": True},
+        "series": {"L": [{"M": {"v": {"S": "a"}}}, {"N": "2"}]},
+        "blob": {"B": b"\x00"},
+    }
+    item = Item(hash_key=DynamoType({"S": "r"}), range_key=None, attrs=attrs)
+    projected = emulator.dynamodb.project(item, paths)
+    assert Item.to_json(SimpleNamespace(attrs=projected)) == item.project(paths).to_json()
+
+
+def exercise_refused_reads(client: Any) -> list[Any]:
+    """GetItem requests that moto refuses, each for its own reason: what a caller sees."""
+    from snn.engines.local.embedded import table_definition
+    from snn.template import Template
+
+    _, props = Template.load(ROOT / "template.yaml").one("AWS::DynamoDB::Table")
+    client.create_table(TableName="runs", **table_definition(props))
+    key = {"run_id": {"S": "r"}, "entry": {"S": "run"}}
+    client.put_item(TableName="runs", Item={**key, "status": {"S": "RUNNING"}})
+    seen: list[Any] = []
+    for kwargs in (
+        {"ProjectionExpression": "#s", "ExpressionAttributeNames": {"#s": "status", "#u": "x"}},
+        {"ExpressionAttributeNames": {"#s": "status"}},
+        {"ProjectionExpression": "#s", "ExpressionAttributeNames": {}},
+        {"ProjectionExpression": "status, status"},
+        {"ProjectionExpression": "name"},  # a reserved word
+        {"ProjectionExpression": "1st"},
+        {"Key": {"run_id": {"S": ""}, "entry": {"S": "run"}}},
+        {"Key": {"run_id": {"S": "r"}, "other": {"S": "run"}}},
+        {"Key": {"run_id": {"S": "r"}}},
+        {
+            "ProjectionExpression": "#s",
+            "AttributesToGet": ["status"],
+            "ExpressionAttributeNames": {"#s": "status"},
+        },
+    ):
+        try:
+            client.get_item(TableName="runs", **{"Key": key, **kwargs})
+            seen.append("answered")
+        except client.exceptions.ClientError as error:
+            seen.append((type(error).__name__, error.response["Error"]))
+    return seen
+
+
+def test_item_requests_leave_what_moto_refuses_to_moto(aws_env: None) -> None:
+    with moto.mock_aws():
+        expected = exercise_refused_reads(boto3.client("dynamodb"))
+    with moto.mock_aws():
+        session = boto3.session.Session(region_name="us-east-1")
+        items = emulator.dynamodb.ItemRequests(emulator.ACCOUNT, emulator.REGION)
+        items.install(session)
+        got = exercise_refused_reads(session.client("dynamodb"))
+    assert items.served == 0
+    assert got == expected
+    assert "answered" not in got
+
+
+# --- botocore's short path -----------------------------------------------------------------------
+
+
+def short_path_session(serve: bool = True) -> tuple[Any, list[dict[str, Any]]]:
+    """A session whose S3 object and DynamoDB item requests are served (or not), with the short
+    path; and what each `before-call` and `before-send` saw (url path, body, headers...)."""
+    from snn.engines.local.emulator import s3_requests, short_path
+
+    session = boto3.session.Session(region_name="us-east-1")
+    seen: list[dict[str, Any]] = []
+
+    def before_call(params: dict[str, Any], model: Any, **_: Any) -> None:
+        body = params["body"]
+        seen.append(
+            {
+                "at": "call",
+                "op": model.name,
+                "path": params["url_path"],
+                "query": params["query_string"],
+                "method": params["method"],
+                "body": body if isinstance(body, bytes | str) else None,
+            }
+        )
+
+    def before_send(request: Any, **_: Any) -> None:
+        seen.append(
+            {
+                "at": "send",
+                "url": request.url,
+                "body": request.body,
+                "headers": sorted(
+                    k
+                    for k in request.headers
+                    if not k.lower().startswith(("x-amz-date", "authorization", "amz-sdk"))
+                ),
+            }
+        )
+
+    for service in ("s3", "dynamodb"):  # before the emulator's: they see every request
+        session.events.register(f"before-call.{service}", before_call)
+    session.events.register("before-send", before_send)
+    if serve:
+        s3_requests.ObjectRequests(emulator.ACCOUNT).install(session)
+        emulator.dynamodb.ItemRequests(emulator.ACCOUNT, emulator.REGION).install(session)
+    short_path.install(session, {"s3": s3_requests.SERVED, "dynamodb": emulator.dynamodb.SERVED})
+    return session, seen
+
+
+def exercise_short_path(session: Any) -> None:
+    """Served and unserved requests of S3 and DynamoDB, and one refused by validation."""
+    s3, ddb = session.client("s3"), session.client("dynamodb")
+    s3.create_bucket(Bucket="bkt")
+    s3.put_object(Bucket="bkt", Key="runs/r/neurons/epoch-1/a b.npy", Body=b"\x93NUMPY")
+    assert s3.get_object(Bucket="bkt", Key="runs/r/neurons/epoch-1/a b.npy")["Body"].read()
+    s3.list_objects_v2(Bucket="bkt", Prefix="runs/")
+    s3.head_object(Bucket="bkt", Key="runs/r/neurons/epoch-1/a b.npy")  # not served
+    ddb.create_table(
+        TableName="t",
+        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    ddb.put_item(TableName="t", Item={"k": {"S": "a"}, "v": {"N": "1"}})
+    assert ddb.get_item(TableName="t", Key={"k": {"S": "a"}}, ProjectionExpression="v")["Item"]
+    # served operations that the emulator leaves to moto after all: sent as botocore sends them
+    assert ddb.get_item(TableName="t", Key={"k": {"S": "a"}}, AttributesToGet=["v"])["Item"]
+    with pytest.raises(ddb.exceptions.ResourceNotFoundException):
+        ddb.get_item(TableName="nowhere", Key={"k": {"S": "a"}})
+    from botocore.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match="Key"):
+        ddb.get_item(TableName="t")
+
+
+def test_the_short_path_changes_nothing_a_handler_or_moto_sees(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every `before-call` sees the same request (path, query, method, body) with or without
+    the short path, and what is sent to moto after all is what botocore sends; only the
+    endpoint resolution of the served requests is gone."""
+    from botocore.regions import EndpointRulesetResolver
+
+    resolved: list[str] = []
+    real = EndpointRulesetResolver.construct_endpoint
+
+    def counted(self: Any, operation_model: Any, *args: Any, **kwargs: Any) -> Any:
+        resolved.append(operation_model.name)
+        return real(self, operation_model, *args, **kwargs)
+
+    monkeypatch.setattr(EndpointRulesetResolver, "construct_endpoint", counted)
+    runs = {}
+    for short in (False, True):
+        resolved.clear()
+        with moto.mock_aws():
+            session, seen = short_path_session()
+            if not short:  # the same session, without the mixin
+                session.events.unregister("creating-client-class.s3", unique_id="snn-short-path-s3")
+                session.events.unregister(
+                    "creating-client-class.dynamodb", unique_id="snn-short-path-dynamodb"
+                )
+            exercise_short_path(session)
+        runs[short] = (list(seen), list(resolved))
+    (plain, plain_resolved), (short, short_resolved) = runs[False], runs[True]
+    assert short == plain
+    assert [e["op"] for e in short if e["at"] == "call"].count("GetItem") == 3
+    assert sorted(plain_resolved) == sorted(
+        [
+            *("CreateBucket", "PutObject", "GetObject", "ListObjectsV2", "HeadObject"),
+            *("CreateTable", "PutItem", "GetItem", "GetItem", "GetItem", "GetItem"),
+        ]
+    )  # (botocore resolves the endpoint of a request that then fails validation)
+    # resolved only for what was sent: the unserved requests and the two left to moto
+    assert sorted(short_resolved) == [
+        "CreateBucket",
+        "CreateTable",
+        "GetItem",
+        "GetItem",
+        "HeadObject",
+    ]
+
+
+def test_the_short_path_is_for_the_session_it_is_installed_on_and_undone(aws_env: None) -> None:
+    from botocore.client import BaseClient
+
+    from snn.engines.local.emulator import short_path
+
+    assert short_path.fits()
+    session = boto3.session.Session(region_name="us-east-1")
+    undo = short_path.install(session, {"s3": {"GetObject"}})
+    client = session.client("s3")
+    assert isinstance(client, short_path.ShortPath) and client.short == {"GetObject"}
+    assert not isinstance(session.client("dynamodb"), short_path.ShortPath)
+    other = boto3.session.Session(region_name="us-east-1").client("s3")
+    assert not isinstance(other, short_path.ShortPath)
+    undo()
+    assert not isinstance(session.client("s3"), short_path.ShortPath)
+    assert all(
+        getattr(BaseClient, step) is not getattr(short_path.ShortPath, step)
+        for step in ("_resolve_endpoint_ruleset", "_convert_to_request_dict", "_make_request")
+    )
+
+
+# --- the interpreter's threads, timestamps and program states ------------------------------------
+
+MISSING = "arn:aws:lambda:us-east-1:123456789012:function:missing"
+# Every kind of execution state: a Parallel, a Map of one item, Tasks that fail (no such
+# function) into their Catch, one of them with a timeout of its own, a Map of three items one
+# at a time.
+THREADED = {
+    "StartAt": "P",
+    "States": {
+        "P": {
+            "Type": "Parallel",
+            "Branches": [
+                {"StartAt": "A", "States": {"A": {"Type": "Pass", "Result": 1, "End": True}}},
+                {
+                    "StartAt": "M",
+                    "States": {
+                        "M": {
+                            "Type": "Map",
+                            "ItemsPath": "$.items",
+                            "ItemProcessor": {
+                                "ProcessorConfig": {"Mode": "INLINE"},
+                                "StartAt": "B",
+                                "States": {"B": {"Type": "Pass", "End": True}},
+                            },
+                            "End": True,
+                        }
+                    },
+                },
+            ],
+            "ResultPath": "$.p",
+            "Next": "T",
+        },
+        "T": {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::lambda:invoke",
+            "Parameters": {"FunctionName": MISSING, "Payload": {}},
+            "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Timed"}],
+            "Next": "Timed",
+        },
+        "Timed": {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::lambda:invoke",
+            "TimeoutSeconds": 30,
+            "Parameters": {"FunctionName": MISSING, "Payload": {}},
+            "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.late", "Next": "Many"}],
+            "Next": "Many",
+        },
+        "Many": {
+            "Type": "Map",
+            "ItemsPath": "$.three",
+            "MaxConcurrency": 1,
+            "ItemProcessor": {
+                "ProcessorConfig": {"Mode": "INLINE"},
+                "StartAt": "C",
+                "States": {"C": {"Type": "Pass", "End": True}},
+            },
+            "ResultPath": "$.many",
+            "End": True,
+        },
+    },
+}
+
+
+def without_request_ids(value: Any) -> str:
+    return re.sub(r"Request ID: [^;]+", "", json.dumps(value, default=str))
+
+
+def in_branch_order(events: list[dict[str, Any]]) -> list[str]:
+    """The events without their ids, the Parallel's branches one after the other: its two
+    branches run side by side in either mode, so their events interleave in any order."""
+    first = next(i for i, e in enumerate(events) if e["type"] == "ParallelStateStarted") + 1
+    last = next(i for i, e in enumerate(events) if e["type"] == "ParallelStateSucceeded")
+    texts = [
+        without_request_ids({k: v for k, v in e.items() if k not in ("id", "previousEventId")})
+        for e in events
+    ]
+    branch_a = [t for t in texts[first:last] if '"name": "A"' in t]
+    branch_m = [t for t in texts[first:last] if '"name": "A"' not in t]
+    return texts[:first] + branch_a + branch_m + texts[last:]
+
+
+def test_inline_runs_the_same_states_in_fewer_threads_and_undoes(sfn: Any) -> None:
+    from moto.stepfunctions.parser.utils import TMP_THREADS
+
+    from snn.engines.local.emulator import inline
+
+    def execute() -> tuple[dict[str, Any], list[dict[str, Any]], int]:
+        threads = len(TMP_THREADS)
+        arn = start(sfn, machine(sfn, THREADED), {"items": [7], "three": [1, 2, 3]})
+        described = ended(sfn, arn)
+        assert described["status"] == "SUCCEEDED"
+        events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+        untimed = [{k: v for k, v in e.items() if k != "timestamp"} for e in events]
+        return json.loads(described["output"]), untimed, len(TMP_THREADS) - threads
+
+    before = patch_points()
+    output, events, threads = execute()
+    undo = inline.run_inline()
+    try:
+        inline_output, inline_events, inline_threads = execute()
+    finally:
+        undo()
+    assert patch_points() == before
+    assert without_request_ids(inline_output) == without_request_ids(output)
+    assert output["many"] == [1, 2, 3] and output["late"]["Error"] == output["error"]["Error"]
+    assert in_branch_order(inline_events) == in_branch_order(events)
+    # the execution's worker, the Parallel's two branches and the Task with a timeout of its own
+    assert (threads, inline_threads) == (17, 4)
+
+
+def test_never_times_out_only_without_a_timeout_or_heartbeat() -> None:
+    from types import SimpleNamespace
+
+    from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import TimeoutSeconds
+
+    from snn.engines.local.emulator.inline import NEVER, never_times_out
+
+    default = TimeoutSeconds(timeout_seconds=NEVER)
+    assert never_times_out(SimpleNamespace(timeout=default, heartbeat=None))
+    assert not never_times_out(SimpleNamespace(timeout=default, heartbeat=object()))
+    declared = TimeoutSeconds(timeout_seconds=30)
+    assert not never_times_out(SimpleNamespace(timeout=declared, heartbeat=None))
+    assert not never_times_out(SimpleNamespace(timeout=object(), heartbeat=None))
+
+
+def test_fast_timestamps_are_moto_text_and_undo() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from moto.core.utils import iso_8601_datetime_with_milliseconds as moto_text
+    from moto.stepfunctions.parser.asl.eval.event import event_manager
+
+    before = patch_points()
+    undo = interpreter.fast_timestamps()
+    try:
+        formatted = event_manager.iso_8601_datetime_with_milliseconds
+        assert formatted is not moto_text
+        for when in (
+            datetime(2026, 1, 2, 3, 4, 5, 999999, tzinfo=UTC),
+            datetime(2026, 12, 31, 23, 59, 59, 0, tzinfo=UTC),
+            datetime(2026, 6, 1, 0, 0, 0, 1500),
+            datetime(2026, 6, 1, 0, 0, 0, 1500, tzinfo=timezone(timedelta(hours=-5))),
+            datetime(999, 6, 1, 12, 0, 0, 250000),
+            datetime.now(tz=UTC),
+        ):
+            assert formatted(when) == moto_text(when)
+        assert len(formatted()) == len(moto_text()) == 24
+    finally:
+        undo()
+    assert patch_points() == before
+
+
+def test_program_states_are_copied_as_deepcopy_copies_them() -> None:
+    import copy
+    from datetime import UTC, datetime
+
+    from moto.stepfunctions.parser.asl.eval import program_state as ps
+
+    from snn.engines.local.emulator.copies import json_copy
+
+    running = ps.ProgramRunning()
+    running.next_state_name = "Loss"
+    states = [
+        running,
+        ps.ProgramRunning(),
+        ps.ProgramEnded(),
+        ps.ProgramTimedOut(),
+        ps.ProgramError(error={"error": "E", "cause": "C"}),
+        ps.ProgramStopped(stop_date=datetime.now(UTC), error="E", cause=None),
+    ]
+    for state in states:
+        copied, deep = json_copy(state), copy.deepcopy(state)
+        assert type(copied) is type(state) and copied is not state
+        assert vars(copied) == vars(deep) == vars(state)
+    error = json_copy(states[4])
+    assert error.error is not states[4].error  # nothing mutable shared
+
+
+def test_parse_once_parses_a_definition_once_for_the_same_executions(
+    sfn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+    parses: list[str] = []
+    real = AmazonStateLanguageParser.parse
+
+    def counted(definition: str) -> Any:
+        parses.append(definition)
+        return real(definition)
+
+    monkeypatch.setattr(AmazonStateLanguageParser, "parse", staticmethod(counted))
+
+    def histories(arn: str, names: list[str]) -> list[str]:
+        out = []
+        for name in names:
+            run = start(sfn, arn, {"items": [7], "three": [1, 2, 3]}, name)
+            assert ended(sfn, run)["status"] == "SUCCEEDED"
+            events = sfn.get_execution_history(executionArn=run, maxResults=1000)["events"]
+            out.append(without_request_ids([{**e, "timestamp": None} for e in events]))
+        return out
+
+    arn = machine(sfn, THREADED)
+    parses.clear()
+    plain = histories(arn, ["a", "b"])
+    assert len(parses) == 2
+    before = patch_points()
+    undo = interpreter.parse_once()
+    try:
+        parses.clear()
+        once = histories(arn, ["c", "d", "e"])
+        assert len(parses) == 1
+    finally:
+        undo()
+    assert patch_points() == before
+    assert once == [plain[0]] * 3 and plain[1] == plain[0]

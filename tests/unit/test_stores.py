@@ -304,11 +304,31 @@ def dynamodb(emulated: None) -> Table:
     return Table(client, name)
 
 
-@pytest.fixture(params=["dynamodb", "memory"])
+@pytest.fixture
+def served_dynamodb(emulated: None) -> Iterator[Table]:
+    """The run table behind a client whose item requests the local engine's emulator answers
+    itself (GetItem, PutItem, UpdateItem, Query: moto's answers without the HTTP detour, on
+    botocore's short path): the contract must hold there too."""
+    from snn.engines.local import emulator
+
+    session = boto3.session.Session(region_name=REGION)
+    items = emulator.dynamodb.ItemRequests(emulator.ACCOUNT, emulator.REGION)
+    uninstall = items.install(session)
+    undo = emulator.short_path.install(session, {"dynamodb": emulator.dynamodb.SERVED})
+    client = session.client("dynamodb")
+    name = f"runs-{next(_names)}"
+    client.create_table(TableName=name, **run_table_definition())
+    yield Table(client, name)
+    undo()
+    uninstall()
+    assert items.served + sum(items.handled.values()) > 0  # the contract ran on the served path
+
+
+@pytest.fixture(params=["dynamodb", "served-dynamodb", "memory"])
 def runs(request: pytest.FixtureRequest) -> Any:
     if request.param == "memory":
         return MemoryRunTable()
-    table = request.getfixturevalue("dynamodb")
+    table = request.getfixturevalue(request.param.replace("-", "_"))
     return DynamoRunTable(table.name, table.client)
 
 

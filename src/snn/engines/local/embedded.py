@@ -116,6 +116,10 @@ class EmbeddedStack:
                 self._undo.append(lambda: self.s3_requests.uninstall(session))
             self.item_requests = emulator.dynamodb.ItemRequests(ACCOUNT, REGION)
             self._undo.append(self.item_requests.install(session))
+            served = {"dynamodb": emulator.dynamodb.SERVED, "lambda": {"Invoke"}}
+            if self.s3_requests is not None:
+                served["s3"] = emulator.s3_requests.SERVED
+            self._undo.append(emulator.short_path.install(session, served))
             s3, dynamodb, sfn = (
                 session.client(s, region_name=REGION) for s in ("s3", "dynamodb", "stepfunctions")
             )
@@ -139,6 +143,9 @@ class EmbeddedStack:
             )
             self._undo.append(emulator.interpreter.speed_up())
             self._undo.append(emulator.interpreter.first_end_stands())
+            self._undo.append(emulator.interpreter.fast_timestamps())
+            self._undo.append(emulator.interpreter.parse_once())
+            self._undo.append(emulator.inline.run_inline())
             self._undo.append(emulator.map_concurrency.limit())
             self._undo.append(emulator.copies.fast_copies())
             self._undo.append(emulator.dynamodb.serialise())

@@ -8,10 +8,16 @@ machine's Retry must recover from both.
 
 What AWS enforces and moto does not is enforced here: a payload or result over 256 KB fails the
 *execution* with States.DataLimitExceeded, which no Catch can catch (`on_data_limit`).
+
+A handler runs as in a container of its own: in a context of its own (`contextvars`), not in the
+context of the interpreter's Invoke request that it answers. Nothing a handler sets in its
+context outlives the invocation, and its requests do not each copy the caller's botocore context
+(botocore copies the current one at every request).
 """
 
 from __future__ import annotations
 
+import contextvars
 import io
 import json
 import random
@@ -127,7 +133,7 @@ class LambdaService:
             self.in_flight += 1
         started = time.perf_counter()
         try:
-            result = handler(event, context)
+            result = contextvars.Context().run(handler, event, context)
             return json.dumps(result, allow_nan=False).encode(), None
         except Exception as exc:  # the Lambda runtime reports any exception as a function error
             return _error(type(exc).__name__, str(exc), exc), "Unhandled"

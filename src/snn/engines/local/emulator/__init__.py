@@ -4,7 +4,8 @@ The local engine runs on moto's public API (mock_aws, boto3 clients) except in t
 where it reads or trims moto's own state to stay fast and bounded over long runs, or makes the
 emulator behave as AWS does where moto's interpreter is lenient:
 
-- `interpreter`: a shared boto3 client for Lambda tasks, cached JSONPath parsing, execution
+- `interpreter`: a shared boto3 client for Lambda tasks, cached JSONPath parsing, a definition
+  parsed once for all its executions, timestamps formatted without strftime, execution
   histories read from the backend, forgetting finished executions, failing an execution as AWS
   fails it on an uncatchable error (States.DataLimitExceeded, States.Runtime);
 - `memory`: disposing of deleted S3 objects and dropping moto's bookkeeping of tracked
@@ -12,8 +13,12 @@ emulator behave as AWS does where moto's interpreter is lenient:
 - `dynamodb`: requests to the emulated DynamoDB one at a time (its tables are not safe for
   concurrent requests, which the local engine's threads make);
 - `s3_requests`: the handlers' S3 object requests answered by moto's S3 backend directly;
-- `copies`: the interpreter's copies of state data (JSON) made by a plain recursive copy
-  instead of `copy.deepcopy`;
+- `short_path`: botocore's preparation of the requests answered that way (and of the
+  interpreter's Lambda invokes) cut short: no endpoint resolution, no user-agent string;
+- `copies`: the interpreter's copies of state data (JSON) and of program states made by a plain
+  recursive copy instead of `copy.deepcopy`;
+- `inline`: the work of a Task or Map state, and of a Map's only worker, run by the thread that
+  would wait for it, where no timeout can fire;
 - `map_concurrency`: at most a few iterations of an inline Map at once (moto starts a thread
   for every iteration; Step Functions runs at most 40 at a time).
 
@@ -47,10 +52,12 @@ if moto.__version__ != MOTO_VERSION:
 from snn.engines.local.emulator import (  # noqa: E402
     copies,
     dynamodb,
+    inline,
     interpreter,
     map_concurrency,
     memory,
     s3_requests,
+    short_path,
 )
 
 __all__ = [
@@ -59,8 +66,10 @@ __all__ = [
     "REGION",
     "copies",
     "dynamodb",
+    "inline",
     "interpreter",
     "map_concurrency",
     "memory",
     "s3_requests",
+    "short_path",
 ]

@@ -4,8 +4,10 @@ moto's interpreter copies a state's input, result and context at nearly every st
 state can change another's data), with `copy.deepcopy`: a quarter of the interpreter's own time
 when the handlers do nothing (bench/floor.py, profiled). What it copies is JSON: dicts, lists,
 strings, numbers, booleans and None, for which a plain recursive copy gives an equal, unshared
-result several times faster. Anything else (the interpreter's own objects, tuples, sets, dict
-subclasses) still goes to `copy.deepcopy`, so every copy is what it was.
+result several times faster. So does the state of a program that the interpreter copies into
+every frame it opens (running, ended, failed...: plain objects of a few JSON attributes), rebuilt
+as `copy.deepcopy` rebuilds it. Anything else (the interpreter's other objects, tuples, sets,
+dict subclasses) still goes to `copy.deepcopy`, so every copy is what it was.
 
 `fast_copies()` gives the interpreter's modules that copy state data this copier in place of
 `copy` (their only use of it is `copy.deepcopy`); it returns the undo.
@@ -18,6 +20,8 @@ import importlib
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
+
+from moto.stepfunctions.parser.asl.eval import program_state
 
 _PARSER = "moto.stepfunctions.parser.asl"
 # The modules whose `copy.deepcopy` copies state data (inputs, results, the context object,
@@ -32,6 +36,16 @@ MODULES = (
     f"{_PARSER}.component.state.exec.state_map.state_map",
 )
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+# The program states: no __slots__, no copy hooks of their own, attributes set in __init__.
+_PROGRAM_STATES = frozenset(
+    {
+        program_state.ProgramEnded,
+        program_state.ProgramError,
+        program_state.ProgramRunning,
+        program_state.ProgramStopped,
+        program_state.ProgramTimedOut,
+    }
+)
 
 
 def json_copy(value: Any, memo: dict[int, Any] | None = None) -> Any:
@@ -44,6 +58,10 @@ def json_copy(value: Any, memo: dict[int, Any] | None = None) -> Any:
         return {k: json_copy(v) for k, v in value.items()}
     if kind is list:
         return [json_copy(v) for v in value]
+    if kind in _PROGRAM_STATES:  # as copy.deepcopy does: a new instance, its state copied
+        state = object.__new__(kind)
+        state.__dict__.update({k: json_copy(v) for k, v in value.__dict__.items()})
+        return state
     return copy.deepcopy(value, memo)
 
 
