@@ -546,6 +546,20 @@ def test_reference_example_is_the_reference_network() -> None:
     )
 
 
+def test_every_example_is_valid_and_in_the_examples_table() -> None:
+    """docs/parameters.md's Examples table has a row for each file of examples/, and nothing
+    else; the files between them show every optimizer."""
+    from snn.parameters import Parameters
+
+    files = sorted((ROOT / "examples").glob("*.json"))
+    rows = ROW.findall(section(ROOT / "docs" / "parameters.md", "Examples"))
+    assert rows == [f"examples/{f.name}" for f in files], "one row per example, in name order"
+    optimizers = set()
+    for file in files:
+        optimizers.add(Parameters.load(file).training.optimizer.name)
+    assert optimizers == {"gd", "momentum", "rmsprop", "adam"}
+
+
 def test_top_level_parameters_are_the_seeds_smoke_run() -> None:
     """README.md says so, and explains its accuracy."""
     raw = json.loads((ROOT / "parameters.json").read_text(encoding="utf-8"))

@@ -23,7 +23,7 @@ emulator behave as AWS does where moto's interpreter is lenient:
   for every iteration; Step Functions runs at most 40 at a time).
 
 They were written against one moto version and are tested against it
-(tests/unit/test_emulator.py). This module is the gate: it checks the version before any of
+(tests/unit/test_emulator*.py). This module is the gate: it checks the version before any of
 them is imported, and with another version the local engine stops with a clear error instead
 of running without them (a long run would exhaust memory).
 """
