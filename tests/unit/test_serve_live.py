@@ -64,10 +64,12 @@ def test_the_stream_follows_progress_json_until_the_run_ends(
             active = ["BackwardLayers", "BackwardShards", "Backward"][: epoch - 2]
             fakes.write_progress(folder, fakes.progress("going", epoch=epoch, active=active))
         time.sleep(0.15)
-        fakes.write_progress(folder, fakes.progress("going", status="succeeded", epoch=5))
+        # the results before the last progress, as a finished run folder holds them (it appears
+        # whole): a poll between the two must not see a run that stopped
         (folder / "metrics.json").write_text(
             json.dumps({"run_id": "going", "costs": fakes.COSTS[:5]})
         )
+        fakes.write_progress(folder, fakes.progress("going", status="succeeded", epoch=5))
 
     writer = threading.Thread(target=run)
     writer.start()

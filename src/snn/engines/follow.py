@@ -4,6 +4,7 @@ engines follow the same way; the local engine adds its own checks at every poll.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,17 @@ class Execution:
     @property
     def name(self) -> str:
         return self.description["name"]
+
+    @property
+    def successor(self) -> str | None:
+        """The execution this one handed the run to (ContinueAsNew's result in its output), or
+        None if it handed nothing over."""
+        try:
+            output = json.loads(self.description.get("output") or "null")
+            name = output["continued"]["execution_name"]
+        except (ValueError, TypeError, KeyError):
+            return None
+        return name if isinstance(name, str) and name else None
 
     @property
     def succeeded(self) -> bool:
@@ -96,7 +108,9 @@ class Follower:
             record = self.stack.runs.get(self.run_id, ("status", "execution")) or {}
             if not execution.succeeded or record.get("status") != "RUNNING":
                 return self.executions
-            following = record.get("execution")
+            # The successor this execution started, from its own output: by the time the
+            # record is read, a short successor may have handed the run on again.
+            following = execution.successor or record.get("execution")
             if not following or following == execution.name:
                 raise RunFailed(
                     f"run {self.run_id}: execution {execution.name} ended, but the run is still "
