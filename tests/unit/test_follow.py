@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from snn.engines.follow import Execution, Follower
 
 ARN = "arn:aws:states:us-east-1:123456789012:execution:training:"
@@ -19,11 +21,12 @@ def ended(name: str, successor: str | None) -> dict[str, Any]:
 
 @dataclass
 class CannedStack:
-    """Executions a -> b -> c, all ended; the run record names `names_now` as its execution
-    and stays RUNNING until the follower has seen c."""
+    """Executions a -> b -> c, all ended; the run record names `names_now` as its execution,
+    with `status_now` (RUNNING: until the follower has seen c)."""
 
     names_now: str
     descriptions: dict[str, dict[str, Any]]
+    status_now: str = "RUNNING"
     seen: list[str] = field(default_factory=list)
 
     @property
@@ -46,16 +49,19 @@ class CannedStack:
         return ARN + name
 
     def get(self, run_id: str, names: tuple[str, ...]) -> dict[str, Any]:
-        status = "SUCCEEDED" if "c" in self.seen else "RUNNING"
+        status = "SUCCEEDED" if "c" in self.seen else self.status_now
         return {"status": status, "execution": self.names_now}
 
 
-def test_an_execution_handed_over_and_ended_before_the_follower_looked_is_followed() -> None:
-    """By the time a has ended and the record is read, b has already handed the run to c: the
-    follower still follows b, the execution a handed the run to."""
+@pytest.mark.parametrize("status_now", ["RUNNING", "SUCCEEDED"])
+def test_executions_that_ended_before_the_follower_looked_are_followed(status_now: str) -> None:
+    """By the time a has ended and the record is read, b has already handed the run to c (and c
+    may have ended the run): the follower still follows b, the execution a handed it to, then
+    c."""
     stack = CannedStack(
         names_now="c",
         descriptions={"a": ended("a", "b"), "b": ended("b", "c"), "c": ended("c", None)},
+        status_now=status_now,
     )
     followed = Follower(stack, "r").follow(ARN + "a")  # type: ignore[arg-type]
     assert [e.name for e in followed] == ["a", "b", "c"]

@@ -105,17 +105,21 @@ class Follower:
             execution = Execution.of(description, self.stack.history(arn))
             self.executions.append(execution)
             self.ended(arn, execution)
-            record = self.stack.runs.get(self.run_id, ("status", "execution")) or {}
-            if not execution.succeeded or record.get("status") != "RUNNING":
+            if not execution.succeeded:
                 return self.executions
-            # The successor this execution started, from its own output: by the time the
-            # record is read, a short successor may have handed the run on again.
-            following = execution.successor or record.get("execution")
-            if not following or following == execution.name:
-                raise RunFailed(
-                    f"run {self.run_id}: execution {execution.name} ended, but the run is still "
-                    "RUNNING and names no next execution"
-                )
+            # The successor this execution started, from its own output: by the time the run
+            # record is read, a short successor may have handed the run on again, or ended it.
+            following = execution.successor
+            if following is None:
+                record = self.stack.runs.get(self.run_id, ("status", "execution")) or {}
+                if record.get("status") != "RUNNING":
+                    return self.executions
+                following = record.get("execution")
+                if not following or following == execution.name:
+                    raise RunFailed(
+                        f"run {self.run_id}: execution {execution.name} ended, but the run is "
+                        "still RUNNING and names no next execution"
+                    )
             arn = self.stack.execution_arn(following)
 
     def _wait(self, arn: str) -> dict[str, Any]:
