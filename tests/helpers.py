@@ -145,6 +145,33 @@ def spec(p: Parameters, data_dir: Path, run_id: str = "r", **fields: Any) -> Run
     return RunSpec(p, Path(data_dir), run_id, **fields)
 
 
+def outputs_stack(name: str, outputs: dict[str, str]) -> None:
+    """A CloudFormation stack (in the emulator) whose only purpose is its literal outputs."""
+    import boto3
+
+    template = {
+        "Resources": {"Nothing": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+        "Outputs": {key: {"Value": value} for key, value in outputs.items()},
+    }
+    cloudformation = boto3.client("cloudformation", region_name=FAKE_AWS_ENV["AWS_REGION"])
+    cloudformation.create_stack(StackName=name, TemplateBody=json.dumps(template))
+
+
+def deployed(embedded: Any, name: str = "snn-emulated") -> str:
+    """Stands in for `sam deploy`: a stack named `name` whose outputs name the embedded stack's
+    bucket, table and state machine, as template.yaml's outputs do. Returns the name."""
+    st = embedded.stack
+    outputs_stack(
+        name,
+        {
+            "BucketName": st.bucket,
+            "TableName": st.table,
+            "StateMachineArn": st.state_machine_arn,
+        },
+    )
+    return name
+
+
 def assert_same_run(a: Any, b: Any) -> None:
     """Two RunResults with the same costs and weights, bit for bit."""
     assert a.costs == b.costs

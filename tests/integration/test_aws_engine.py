@@ -3,7 +3,6 @@ outputs name the embedded stack's bucket, table and state machine stands in for 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,8 @@ from snn.errors import RunFailed, SnnError
 from snn.handlers import commit
 from tests.helpers import (
     assert_same_run,
+    deployed,
+    outputs_stack,
     spec,
     three_layers,
     tiny_parameters,
@@ -30,30 +31,6 @@ pytestmark = [
         "ignore:Tried to parse AWS..CloudFormation..WaitConditionHandle:UserWarning"
     ),
 ]
-
-
-def outputs_stack(name: str, outputs: dict[str, str]) -> None:
-    """A CloudFormation stack whose only purpose is its literal outputs."""
-    template = {
-        "Resources": {"Nothing": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
-        "Outputs": {key: {"Value": value} for key, value in outputs.items()},
-    }
-    session = boto3.DEFAULT_SESSION
-    assert session is not None
-    session.client("cloudformation").create_stack(StackName=name, TemplateBody=json.dumps(template))
-
-
-def deployed(embedded: Any, name: str = "snn-emulated") -> str:
-    st = embedded.stack
-    outputs_stack(
-        name,
-        {
-            "BucketName": st.bucket,
-            "TableName": st.table,
-            "StateMachineArn": st.state_machine_arn,
-        },
-    )
-    return name
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from snn.data import write_h5_pair
 from snn.engines import aws, direct, local
 from snn.errors import RunFailed
 from snn.run_folder import RunFolder
-from tests.helpers import ROOT, assert_same_run, network, spec, with_handler
+from tests.helpers import ROOT, assert_same_run, deployed, network, spec, with_handler
 
 pytestmark = pytest.mark.xdist_group("embedded")
 
@@ -79,26 +79,11 @@ def test_aws_engine_equals_direct(
     fields: dict[str, Any], synthetic_dir: Path, aws_env: None
 ) -> None:
     """The AWS engine on a stack whose outputs come from CloudFormation (emulated)."""
-    import boto3
-
     from snn.engines.local import EmbeddedStack
 
     p = learner(**fields)
     with EmbeddedStack(ROOT / "template.yaml") as embedded:
-        st = embedded.stack
-        assert st is not None
-        cloudformation = boto3.client("cloudformation", region_name="us-east-1")
-        outputs = {
-            "BucketName": st.bucket,
-            "TableName": st.table,
-            "StateMachineArn": st.state_machine_arn,
-        }
-        template = {
-            "Resources": {"Nothing": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
-            "Outputs": {k: {"Value": v} for k, v in outputs.items()},
-        }
-        cloudformation.create_stack(StackName="snn", TemplateBody=json.dumps(template))
-        on_aws = aws.train(spec(p, synthetic_dir, "on-aws"), "snn")
+        on_aws = aws.train(spec(p, synthetic_dir, "on-aws"), deployed(embedded, "snn"))
     assert_same_run(on_aws, direct.train(spec(p, synthetic_dir, "on-aws")))
 
 

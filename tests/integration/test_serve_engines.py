@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from snn.cli import main
 from snn.serve.app import create_app
-from tests.helpers import ROOT, network
+from tests.helpers import ROOT, deployed, network
 
 pytestmark = [
     pytest.mark.slow,  # three runs, one per engine
@@ -39,7 +39,6 @@ def train(engine: str, runs: Path, params: Path, data: Path, *extra: str) -> Non
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Three run folders, one per engine, of the same network on the same synthetic data."""
-    import boto3
 
     from snn.data import synthetic_images, write_h5_pair
     from snn.engines.local import EmbeddedStack
@@ -56,20 +55,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         for key, value in EMULATOR_ENV.items():
             mp.setenv(key, value)
         with EmbeddedStack(ROOT / "template.yaml") as embedded:
-            st = embedded.stack
-            assert st is not None
-            outputs = {
-                "BucketName": st.bucket,
-                "TableName": st.table,
-                "StateMachineArn": st.state_machine_arn,
-            }
-            template = {
-                "Resources": {"Nothing": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
-                "Outputs": {k: {"Value": v} for k, v in outputs.items()},
-            }
-            cloudformation = boto3.client("cloudformation")
-            cloudformation.create_stack(StackName="snn", TemplateBody=json.dumps(template))
-            train("aws", runs, params, data, "--stack", "snn")
+            train("aws", runs, params, data, "--stack", deployed(embedded, "snn"))
     return runs, data
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -132,13 +134,25 @@ def exercise_dynamodb(client: Any) -> list[Any]:
     return seen
 
 
-def test_item_requests_answer_as_moto_http_answers(aws_env: None) -> None:
-    with moto.mock_aws():
-        expected = exercise_dynamodb(boto3.client("dynamodb"))
+@contextmanager
+def served() -> Iterator[tuple[Any, Any, Callable[[], None]]]:
+    """In a fresh emulator: a session whose DynamoDB item requests are served without the HTTP
+    detour, the ItemRequests that serve them, and its uninstall."""
     with moto.mock_aws():
         session = boto3.session.Session(region_name="us-east-1")
         items = emulator.dynamodb.ItemRequests(emulator.ACCOUNT, emulator.REGION)
-        uninstall = items.install(session)
+        yield session, items, items.install(session)
+
+
+def on_moto(exercise: Callable[[Any], list[Any]]) -> list[Any]:
+    """What `exercise` gets from moto's own HTTP path, in a fresh emulator."""
+    with moto.mock_aws():
+        return exercise(boto3.client("dynamodb"))
+
+
+def test_item_requests_answer_as_moto_http_answers(aws_env: None) -> None:
+    expected = on_moto(exercise_dynamodb)
+    with served() as (session, items, uninstall):
         got = exercise_dynamodb(session.client("dynamodb"))
         assert items.served == 5  # the missing table took moto's path, for its error
         uninstall()
@@ -291,12 +305,8 @@ def test_item_writes_answer_as_moto_http_answers(aws_env: None) -> None:
     """PutItem, UpdateItem, DeleteItem and Query answered by moto's handler without the HTTP
     detour: the same answers and the same errors, raised as the same botocore exceptions
     (ConditionalCheckFailedException with the item when asked for it)."""
-    with moto.mock_aws():
-        expected = exercise_item_writes(boto3.client("dynamodb"))
-    with moto.mock_aws():
-        session = boto3.session.Session(region_name="us-east-1")
-        items = emulator.dynamodb.ItemRequests(emulator.ACCOUNT, emulator.REGION)
-        uninstall = items.install(session)
+    expected = on_moto(exercise_item_writes)
+    with served() as (session, items, uninstall):
         got = exercise_item_writes(session.client("dynamodb"))
         uninstall()
     assert items.handled == {"DeleteItem": 2, "PutItem": 13, "Query": 5, "UpdateItem": 5}
@@ -321,10 +331,7 @@ def test_served_writes_are_made_one_at_a_time(
         return real(self)
 
     monkeypatch.setattr(DynamoHandler, "call_action", probe)
-    with moto.mock_aws():
-        session = boto3.session.Session(region_name="us-east-1")
-        items = emulator.dynamodb.ItemRequests(emulator.ACCOUNT, emulator.REGION)
-        items.install(session)
+    with served() as (session, _, _):
         exercise_item_writes(session.client("dynamodb"))
     assert len(inside) == 25 and all(inside)
 
@@ -395,12 +402,8 @@ def exercise_refused_reads(client: Any) -> list[Any]:
 
 
 def test_item_requests_leave_what_moto_refuses_to_moto(aws_env: None) -> None:
-    with moto.mock_aws():
-        expected = exercise_refused_reads(boto3.client("dynamodb"))
-    with moto.mock_aws():
-        session = boto3.session.Session(region_name="us-east-1")
-        items = emulator.dynamodb.ItemRequests(emulator.ACCOUNT, emulator.REGION)
-        items.install(session)
+    expected = on_moto(exercise_refused_reads)
+    with served() as (session, items, _):
         got = exercise_refused_reads(session.client("dynamodb"))
     assert items.served == 0
     assert got == expected
