@@ -1,7 +1,7 @@
 """The `snn` command.
 
     snn train [--engine local|direct|aws] [--params FILE] [--data PATH] [--epochs N] [--out DIR]
-    snn predict | evaluate | inspect | bill | serve ...        (see snn.commands)
+    snn predict | evaluate | inspect | bill | serve | emulator ...   (see snn.commands)
 
 Expected failures (bad input, missing data, a failed run) print one line and exit non-zero: 2 for
 bad input, 1 for a run that failed (or a picture that `snn predict` could not classify), 128 +

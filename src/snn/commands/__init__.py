@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-COMMANDS = ("train", "predict", "evaluate", "inspect", "bill", "serve")
+COMMANDS = ("train", "predict", "evaluate", "inspect", "bill", "serve", "emulator")
 
 
 def register_all(subparsers: argparse._SubParsersAction) -> None:
