@@ -75,58 +75,66 @@ def environment(bucket: str, table: str, port: int, host: str = CONTAINER_HOST) 
 
 
 def run(args: argparse.Namespace) -> int:
-    from snn.cli import err, out, stop_on_signals
-    from snn.commands.serve import _is_loopback
-    from snn.engines.local import REGION, EmbeddedStack
+    from snn.cli import err, stop_on_signals
+    from snn.commands.serve import listen
     from snn.errors import Interrupted
 
-    if not 0 <= args.port <= 65535:
-        raise EmulatorError(f"--port {args.port}: a port is 0 to 65535")
     if not Path(args.template).is_file():
         raise EmulatorError(f"{args.template}: no such template (run from the project folder)")
     env_file = Path(args.env_file) if args.env_file else None
     if env_file is not None and not env_file.parent.is_dir():
         raise EmulatorError(f"--env-file {env_file}: no folder {env_file.parent}")
 
-    from snn.engines.local import served
+    sock = listen(args.host, args.port)  # a port in use is one line, before anything starts
+    server = None
+    try:
+        from snn.engines.local import EmbeddedStack, served
 
-    try:
-        server = served.make_server(args.host, args.port)
-    except OSError as exc:
-        raise EmulatorError(
-            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
-        ) from None
-    try:
-        with EmbeddedStack(args.template) as embedded, stop_on_signals():
-            st = embedded.stack
-            assert st is not None
-            port = server.server_port
-            shown = f"[{args.host}]" if ":" in args.host else args.host
-            env = environment(st.bucket, st.table, port)
-            if env_file is not None:
-                env_file.write_text(json.dumps(env, indent=2) + "\n", encoding="utf-8")
-            err.print(
-                f"snn emulator: http://{shown}:{port}/ in region {REGION}: bucket {st.bucket}, "
-                f"table {st.table}, state machine {st.state_machine_arn}",
-                markup=False,
-            )
-            where = f" (also in {env_file})" if env_file is not None else ""
-            err.print(
-                f"in memory until stopped (Ctrl-C); the environment file for "
-                f"sam local invoke --env-vars{where}:",
-                markup=False,
-            )
-            if not _is_loopback(args.host):
-                err.print(
-                    f"snn: warning: listening on {args.host}: anyone who can reach this address "
-                    "can read and write the emulated stack",
-                    markup=False,
-                )
-            out.print(json.dumps(env, indent=2), markup=False)
-            out.file.flush()
-            with contextlib.suppress(Interrupted):  # SIGTERM, SIGHUP
-                server.serve_forever()  # returns on Ctrl-C
+        server = served.make_server(sock)
+        # Once the stack is up, a stop (Ctrl-C, SIGTERM, SIGHUP) ends it as it ends serving.
+        with (
+            EmbeddedStack(args.template) as embedded,
+            stop_on_signals(),
+            contextlib.suppress(KeyboardInterrupt, Interrupted),
+        ):
+            _announce(embedded, args.host, sock.getsockname()[1], env_file)
+            server.serve_forever()  # returns on Ctrl-C
     finally:
-        server.server_close()
+        if server is not None:
+            server.server_close()
+        sock.close()
     err.print("snn emulator: stopped", markup=False)
     return 0
+
+
+def _announce(embedded: Any, host: str, port: int, env_file: Path | None) -> None:
+    """Where the stack is served and what it holds (stderr), and the environment file (stdout,
+    and env_file if given)."""
+    from snn.cli import err, out
+    from snn.commands.serve import _is_loopback
+    from snn.engines.local import REGION
+
+    st = embedded.stack
+    env = environment(st.bucket, st.table, port)
+    if env_file is not None:
+        env_file.write_text(json.dumps(env, indent=2) + "\n", encoding="utf-8")
+    shown = f"[{host}]" if ":" in host else host
+    err.print(
+        f"snn emulator: http://{shown}:{port}/ in region {REGION}: bucket {st.bucket}, "
+        f"table {st.table}, state machine {st.state_machine_arn}",
+        markup=False,
+    )
+    where = f" (also in {env_file})" if env_file is not None else ""
+    err.print(
+        f"in memory until stopped (Ctrl-C); the environment file for sam local invoke "
+        f"--env-vars{where}:",
+        markup=False,
+    )
+    if not _is_loopback(host):
+        err.print(
+            f"snn: warning: listening on {host}: anyone who can reach this address can read "
+            "and write the emulated stack",
+            markup=False,
+        )
+    out.print(json.dumps(env, indent=2), markup=False)
+    out.file.flush()

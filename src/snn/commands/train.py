@@ -57,7 +57,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--epochs", type=int, help="override the file's epochs")
     train.add_argument("--out", help="the run folder (default: runs/<run_id>)")
     train.add_argument("--run-id", help="name the run: 1-60 letters, digits, '-' or '_'")
-    train.add_argument("--stack", help="with --engine aws: the stack name given to sam deploy")
+    train.add_argument(
+        "--stack",
+        help="with --engine aws: the stack name given to sam deploy (default: stack_name in "
+        "./samconfig.toml)",
+    )
+    train.add_argument(
+        "--region",
+        help="with --engine aws: the stack's AWS region (default: region in ./samconfig.toml, "
+        "else the AWS configuration's)",
+    )
     train.add_argument(
         "--template",
         default="template.yaml",
@@ -104,8 +113,12 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.inject_faults and args.engine != "local":
         raise UsageError("--inject-faults works with the local engine only")
-    if args.engine == "aws" and not args.stack:
-        raise UsageError("--engine aws needs the deployed stack's name: --stack NAME")
+    if args.region is not None and args.engine != "aws":
+        raise UsageError("--region works with --engine aws only")
+    if args.engine == "aws":
+        from snn import samconfig
+
+        args.target = samconfig.target(args.stack, args.region)
     if args.blas_threads is not None:
         if not 1 <= args.blas_threads <= 256:
             raise UsageError(f"--blas-threads must be from 1 to 256, got {args.blas_threads}")
@@ -130,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
             f"run {run_id}: {dims} network, {p.epochs} epochs, {args.engine} engine, "
             f"{p.neurons_per_task} neuron(s) per task"
         )
+    if args.engine == "aws":
+        err.print(f"aws engine: {args.target.describe()}", markup=False)
     with RunFolder(_folder(args, run_id), new=True) as folder, stop_on_signals():
         return _train(
             args, _spec(args, p, data, run_id, folder, positive=args.positive), resume=False
@@ -165,7 +180,8 @@ def _resume(args: argparse.Namespace) -> int:
         from snn.engines import aws
 
         run_id = check_run_id(args.resume)
-        p, costs = aws.saved_run(args.stack, run_id)
+        err.print(f"aws engine: {args.target.describe()}", markup=False)
+        p, costs = aws.saved_run(args.target.stack, run_id, args.target.session())
         with RunFolder(_folder(args, run_id), new=True) as folder, stop_on_signals():
             return _train(args, _spec(args, p, Path("."), run_id, folder, costs), resume=True)
     from snn.engines import local
@@ -230,7 +246,8 @@ def _engine_run(args: argparse.Namespace, spec: RunSpec, resume: bool, found: An
         return local.train(spec, template=args.template, fault_rate=args.inject_faults)
     from snn.engines import aws
 
-    return (aws.resume if resume else aws.train)(spec, args.stack)
+    target = args.target
+    return (aws.resume if resume else aws.train)(spec, target.stack, target.session())
 
 
 def _ended(spec: RunSpec, status: str, message: str) -> None:

@@ -33,7 +33,8 @@ def connect(stack_name: str, session: Any = None) -> Stack:
     try:
         described = session.client("cloudformation").describe_stacks(StackName=stack_name)
     except (ClientError, BotoCoreError) as exc:
-        raise SnnError(f"cannot read stack {stack_name!r}: {exc}") from None
+        region = session.region_name
+        raise SnnError(f"cannot read stack {stack_name!r} in {region}: {exc}") from None
     outputs = {o["OutputKey"]: o["OutputValue"] for o in described["Stacks"][0].get("Outputs", [])}
     missing = [k for k in OUTPUTS if k not in outputs]
     if missing:

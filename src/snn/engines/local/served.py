@@ -100,9 +100,9 @@ def _reason(status: int) -> str:
         return "Unknown"
 
 
-def make_server(host: str, port: int) -> Any:
-    """A threaded HTTP server of the stack on host:port (0: any free port); the caller runs
-    `serve_forever()`. Raises OSError if it cannot listen there."""
+def make_server(sock: Any) -> Any:
+    """A threaded HTTP server of the stack on a listening socket; the caller runs
+    `serve_forever()`."""
     from werkzeug.serving import WSGIRequestHandler
     from werkzeug.serving import make_server as werkzeug_server
 
@@ -111,7 +111,10 @@ def make_server(host: str, port: int) -> Any:
             pass
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    return werkzeug_server(host, port, application, threaded=True, request_handler=Quiet)
+    host, port = sock.getsockname()[:2]
+    return werkzeug_server(
+        host, port, application, threaded=True, request_handler=Quiet, fd=sock.fileno()
+    )
 
 
 __all__ = ["SERVED", "answer", "application", "aws_url", "make_server", "scope"]
