@@ -129,9 +129,10 @@ def test_the_largest_fault_rate_is_a_tenth() -> None:
     assert (1 - MAX_FAULT_RATE**7) ** 85_100 >= 0.99
 
 
-def test_aws_needs_a_stack(tmp_path, capsys, synthetic_dir, params) -> None:
+def test_aws_needs_a_stack(tmp_path, capsys, synthetic_dir, params, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no samconfig.toml to name one
     code = main(["train", "--engine", "aws", "--params", str(params), "--out", str(tmp_path / "r")])
-    assert code == 2 and "--stack NAME" in one_line(capsys.readouterr().err)
+    assert code == 2 and "--stack NAME, or stack_name in" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "r").exists()
 
 

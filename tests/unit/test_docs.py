@@ -51,13 +51,17 @@ OTHER_PROGRAMS = {
     "curl": "calls the function URL of a deployed stack",
     "printf": "writes a request for a deployed stack's function",
     "apt-get": "installs system packages",
+    "docker": "registers QEMU with the kernel (privileged): a change to the machine",
     ".": "activates the virtualenv in the user's shell",
     "source": "activates the virtualenv in the user's shell",
     "export": "sets the environment of the commands after it",
 }
 BENCHMARK = "a benchmark: minutes to hours of measurements (docs/performance.md)"
 AWS_ENGINE = "--engine aws needs an AWS account and a deployed stack"
-SERVER = "a server that runs until stopped; tests/unit/test_serve.py and tests/browser drive it"
+SERVER = (
+    "a server that runs until stopped; tests/unit/test_serve.py, tests/browser and "
+    "tests/integration/test_emulator_command.py drive them"
+)
 # snn commands shown as they are, not run here.
 LONG_OR_OTHER = {
     "snn train --params examples/reference.json --run-id reference": (
@@ -171,7 +175,7 @@ def why_not_run(command: Command) -> str | None:
         return None
     if command.shown in LONG_OR_OTHER:
         return LONG_OR_OTHER[command.shown]
-    if words[1:2] == ("serve",) and "--help" not in words:
+    if words[1:2] in (("serve",), ("emulator",)) and "--help" not in words:
         return SERVER
     if engine(words) == "aws":
         return AWS_ENGINE

@@ -4,16 +4,25 @@ project's own samconfig.toml against template.yaml and the docs' first deploy.""
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
 from snn.cli import main
 from snn.samconfig import ConfigError, deploy_parameters, target
 from snn.template import load_yaml
-from tests.helpers import ROOT
+from tests.helpers import ROOT, tiny_parameters
+
+
+@pytest.fixture
+def params(tmp_path: Path) -> Path:
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(tiny_parameters(1).to_dict()))
+    return path
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -123,22 +132,84 @@ def test_the_projects_samconfig_is_what_the_docs_say() -> None:
     assert config["default"]["validate"]["parameters"] == {"lint": True}
 
 
-def guided_prompts() -> list[str]:
+def doc_questions() -> list[tuple[str, str]]:
+    """(question, default) of docs/aws.md's table of what `sam deploy --guided` asks."""
     doc = (ROOT / "docs" / "aws.md").read_text(encoding="utf-8")
-    start = doc.index("`sam deploy --guided` asks")
-    table = doc[start : doc.index("\n\n", doc.index("|---", start))]
-    return re.findall(r"^\| (.+?) \|", table, re.M)[1:]
+    start = doc.index("| question | default | answer |")
+    table = doc[start : doc.index("\n\n", start)]
+    return [
+        (row[0], row[1]) for row in re.findall(r"^\| (.+?) \| (.+?) \|", table, re.M)[1:]
+    ]
 
 
-def test_the_guided_deploys_questions_cover_the_templates_parameters() -> None:
-    """docs/aws.md lists what `sam deploy --guided` asks: the stack name and region first, one
-    question per template parameter (with its default), then SAM's own questions."""
-    prompts = guided_prompts()
+def shown(default: object) -> str:
+    """A prompt's default as the docs write it."""
+    if isinstance(default, bool) or default is None:
+        return "`Y`" if default else "`N`"
+    return f"`{default}`"
+
+
+@pytest.mark.slow  # imports the SAM CLI
+def test_the_guided_deploy_asks_what_the_docs_say_and_snn_reads_its_answers(
+    tmp_path: Path, aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sam deploy --guided`'s own questions, on the project's template and samconfig.toml, up
+    to where it would reach AWS: they are docs/aws.md's table, in its order, one per template
+    parameter with the template's default; the answers it saves (region eu-west-1) are what
+    `snn train --engine aws` then uses."""
+    pytest.importorskip("samcli")
+    import click
+    from samcli.commands.deploy import guided_context as guided
+
+    for name in ("template.yaml", "samconfig.toml"):
+        (tmp_path / name).write_bytes((ROOT / name).read_bytes())
+    monkeypatch.chdir(tmp_path)
+    asked: list[tuple[str, object]] = []
+
+    def prompt(text: str, default: object = None, **_: object) -> object:
+        asked.append((click.unstyle(text).strip(), default))
+        return "eu-west-1" if asked[-1][0] == "AWS Region" else default
+
+    def confirm(text: str, default: object = None, **_: object) -> object:
+        asked.append((click.unstyle(text).strip(), default))
+        return default
+
+    monkeypatch.setattr(guided, "prompt", prompt)
+    monkeypatch.setattr(guided, "confirm", confirm)
+    # where the guided deploy would reach AWS: its managed stack and the image repositories
+    monkeypatch.setattr(guided, "manage_stack", lambda **_: "aws-sam-cli-managed-default-bucket")
+    monkeypatch.setattr(guided, "CompanionStackManager", mock.MagicMock())
+    saved = deploy_parameters(ROOT / "samconfig.toml")
+    context = guided.GuidedContext(
+        template_file="template.yaml",
+        stack_name=saved["stack_name"],
+        s3_bucket=None,
+        image_repository=None,
+        image_repositories=None,
+        s3_prefix=None,
+        resolve_s3=saved["resolve_s3"],
+        confirm_changeset=saved["confirm_changeset"],
+        capabilities=(saved["capabilities"],),
+        disable_rollback=False,
+        config_section="parameters",
+        config_env="default",
+        config_file="samconfig.toml",
+    )
+    with click.Context(click.Command("deploy"), info_name="deploy"):
+        context.run()
+
+    documented = doc_questions()
+    assert [q for q, _ in asked] == [q for q, _ in documented]
+    for (question, default), (_, written) in zip(asked, documented, strict=True):
+        if question != "AWS Region":  # the machine's own
+            assert shown(default) == written, question
     parameters = load_yaml(ROOT / "template.yaml")["Parameters"]
-    assert prompts[:2] == ["Stack Name", "AWS Region"]
-    asked = [p.removeprefix("Parameter ") for p in prompts if p.startswith("Parameter ")]
-    assert asked == list(parameters), "one question per template parameter, in its order"
-    doc = (ROOT / "docs" / "aws.md").read_text(encoding="utf-8")
+    prompted = [q.removeprefix("Parameter ") for q, _ in asked if q.startswith("Parameter ")]
+    assert prompted == list(parameters)
     for name, spec in parameters.items():
-        assert re.search(rf"\| Parameter {name} \| `{spec['Default']}` \|", doc), name
-    assert "Save arguments to configuration file" in prompts
+        assert (f"Parameter {name}", str(spec["Default"])) in asked
+
+    got = target(None, None, tmp_path / "samconfig.toml")
+    assert (got.stack, got.region) == ("snn", "eu-west-1")
+    config = tomllib.loads((tmp_path / "samconfig.toml").read_text(encoding="utf-8"))
+    assert config["default"]["deploy"]["parameters"]["region"] == "eu-west-1"
