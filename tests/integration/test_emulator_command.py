@@ -19,6 +19,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,6 +158,11 @@ def test_the_env_file_is_events_env_emulator_filled_in(emulator: Emulator) -> No
     for name in ("SNN_BUCKET", "SNN_TABLE"):
         assert printed["Parameters"][name] in emulator.banner
     assert f"http://127.0.0.1:{emulator.port}/ in region us-east-1" in emulator.banner
+    # a request that names no service and region (unsigned) is refused, as AWS refuses it
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{emulator.endpoint}/{printed['Parameters']['SNN_BUCKET']}")
+    assert refused.value.code == 403
+    assert json.loads(refused.value.read())["__type"] == "MissingAuthenticationToken"
 
 
 def test_handlers_in_other_processes_read_and_write_the_served_stack(

@@ -10,6 +10,7 @@ here, as the local engine runs them. The service and region come from the reques
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any
@@ -64,7 +65,7 @@ def answer(method: str, path: str, query: str, headers: dict[str, str], body: by
 
 
 def _error(status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:
-    body = f'{{"__type": "{code}", "message": "{message}"}}'.encode()
+    body = json.dumps({"__type": code, "message": message}).encode()
     return status, {"Content-Type": "application/x-amz-json-1.0"}, body
 
 
