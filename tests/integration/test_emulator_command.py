@@ -166,11 +166,13 @@ def test_the_env_file_is_events_env_emulator_filled_in(emulator: Emulator) -> No
 
 
 def test_handlers_in_other_processes_read_and_write_the_served_stack(
-    emulator: Emulator, data_dir: Path
+    emulator: Emulator, data_dir: Path, tmp_path: Path
 ) -> None:
     """Init on events/init.json (the real data set, which its keys name by sha256), then
     ForwardLinear and Activation on theirs: each reads what the one before wrote, through the
-    emulator."""
+    emulator. Then ContinueAsNew, with the emulator's state machine in place of the event's,
+    hands the run to an execution that trains it to its end in the emulator, and Predict
+    classifies with the finished run's model: what docs/aws.md says each event needs first."""
     bucket = emulator.env_file["Parameters"]["SNN_BUCKET"]
     table = emulator.env_file["Parameters"]["SNN_TABLE"]
     upload_sample_inputs(emulator, data_dir)
@@ -196,19 +198,43 @@ def test_handlers_in_other_processes_read_and_write_the_served_stack(
     shard = f"layer{event['layer']:03d}/shard{event['shard']:05d}.npy"
     assert {f"Z/{shard}", f"A/{shard}"} <= names, names
 
+    handover = json.loads((EVENTS / "continue_as_new.json").read_text(encoding="utf-8"))
+    handover["state_machine_arn"] = state_machine_arn(emulator)
+    (tmp_path / "continue_as_new.json").write_text(json.dumps(handover), encoding="utf-8")
+    answer = run_handler(emulator, "continue_as_new", tmp_path / "continue_as_new.json")
+    assert answer == {"execution_name": "sample-e0000000"}
+    deadline = time.monotonic() + 120
+    while (status := record_status(emulator, table)) == "RUNNING":
+        assert time.monotonic() < deadline, "the handed-over execution did not end"
+        time.sleep(0.2)
+    assert status == "SUCCEEDED"
+    emulator.client("s3").head_object(Bucket=bucket, Key="runs/sample/model.npz")
+    predicted = run_handler(emulator, "predict", EVENTS / "predict.json")
+    assert predicted["run_id"] == "sample" and predicted["label"] in ("cat", "non-cat")
+
+
+def state_machine_arn(emulator: Emulator) -> str:
+    banner = emulator.banner
+    return banner[banner.index("state machine ") + len("state machine ") :].split()[0]
+
+
+def record_status(emulator: Emulator, table: str) -> str:
+    item = emulator.client("dynamodb").get_item(
+        TableName=table, Key={"run_id": {"S": "sample"}, "entry": {"S": "run"}}
+    )["Item"]
+    return str(item["status"]["S"])
+
 
 def test_an_execution_started_over_http_runs_the_state_machine(
     emulator: Emulator, synthetic_dir: Path
 ) -> None:
     from snn.engines.stack import Stack, create_run, start
 
-    banner = emulator.banner
-    arn = banner[banner.index("state machine ") + len("state machine ") :].split()[0]
     parameters = emulator.env_file["Parameters"]
     st = Stack(
         parameters["SNN_BUCKET"],
         parameters["SNN_TABLE"],
-        arn,
+        state_machine_arn(emulator),
         emulator.client("s3"),
         emulator.client("dynamodb"),
         emulator.client("stepfunctions"),
@@ -229,11 +255,10 @@ def test_an_execution_started_over_http_runs_the_state_machine(
 def deployed_over_http(emulator: Emulator, name: str) -> None:
     """Stands in for `sam deploy` (as tests.helpers.deployed does in-process): a CloudFormation
     stack whose outputs name the served bucket, table and state machine."""
-    banner = emulator.banner
     outputs = {
         "BucketName": emulator.env_file["Parameters"]["SNN_BUCKET"],
         "TableName": emulator.env_file["Parameters"]["SNN_TABLE"],
-        "StateMachineArn": banner[banner.index("state machine ") + 14 :].split()[0],
+        "StateMachineArn": state_machine_arn(emulator),
     }
     template = {
         "Resources": {"Nothing": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
