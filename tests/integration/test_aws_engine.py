@@ -84,7 +84,8 @@ def test_a_failed_run_resumes_on_the_deployed_stack(
         message = str(failure.value)
         assert message.startswith("run r failed at epoch 2 in Commit: StageBroke:"), message
         assert message.endswith(
-            f"; resume it with: snn train --engine aws --stack {stack} --resume r"
+            f"; resume it with: snn train --engine aws --stack {stack} --region us-east-1 "
+            "--resume r"
         )
         assert aws.saved_run(stack, "r", session) == (
             p,

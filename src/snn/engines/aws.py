@@ -102,7 +102,8 @@ def _follow(
     st: Stack, spec: RunSpec, arn: str, reported: int, began: float, stack_name: str
 ) -> RunResult:
     follower = Follower(st, spec.run_id, spec.epoch_done, FOLLOW_SECONDS, reported=reported)
-    again = f"snn train --engine aws --stack {stack_name} --resume {spec.run_id}"
+    region = st.sfn.meta.region_name
+    again = f"snn train --engine aws --stack {stack_name} --region {region} --resume {spec.run_id}"
     try:
         executions = follower.follow(arn)
     except (KeyboardInterrupt, Interrupted) as exc:
