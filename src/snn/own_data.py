@@ -175,6 +175,11 @@ def _classes(folder: Path) -> dict[str, list[Path]]:
         )
     out = {}
     for name, path in found.items():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        # hidden files and everything inside hidden folders (`.thumbs/`, `.git/`) are skipped
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
         out[name] = files
     return out

@@ -61,6 +61,7 @@ def params(tmp_path: Path) -> Path:
             '"activations.layer2" must be one of',
         ),
         (json.dumps({k: v for k, v in SEED.items() if k != "epochs"}), "missing required field"),
+        (json.dumps(SEED)[:-1] + ', "epochs": 20}', 'the field "epochs" appears twice'),
     ],
 )
 def test_malformed_parameters(tmp_path, capsys, synthetic_dir, content, named) -> None:

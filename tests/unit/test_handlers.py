@@ -192,6 +192,8 @@ def test_init(st: Any, synthetic_dir: Path, params: Parameters, tmp_path: Path) 
     )
     # Inputs that are there but wrong.
     st.store.put_bytes("runs/badp/parameters.json", b'{"epochs": 0}')
+    twice = params.to_json()[:-1] + ', "learning_rate": 0.5}'  # json.loads keeps the last
+    st.store.put_bytes("runs/twice/parameters.json", twice.encode())
     junk = b"<html>not found</html>"
     junk_key = f"uploads/{hashlib.sha256(junk).hexdigest()}/{TRAIN_FILE}"
     st.store.put_bytes(junk_key, junk)
@@ -217,6 +219,11 @@ def test_init(st: Any, synthetic_dir: Path, params: Parameters, tmp_path: Path) 
             **good,
             "run_id": "badp",
             "parameters_key": "runs/badp/parameters.json",
+        },
+        "parameters with a field named twice": {
+            **good,
+            "run_id": "twice",
+            "parameters_key": "runs/twice/parameters.json",
         },
         "train_key not an upload key": {**good, "train_key": "runs/r/data/train_x.npy"},
         "train_key with a short hash": {**good, "train_key": "uploads/abc/train_catvnoncat.h5"},

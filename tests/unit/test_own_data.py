@@ -124,6 +124,18 @@ def test_train_and_test_folders_are_kept_apart(tmp_path: Path) -> None:
     assert data.classes == ("other", "cat") and data.test_split is None
 
 
+def test_hidden_files_and_folders_in_a_class_folder_are_skipped(tmp_path: Path) -> None:
+    """A viewer's thumbnails (`cat/.thumbs/`) or a `.git/` are not pictures of the class."""
+    for name in ("cat", "dog"):
+        picture(tmp_path / name / "a.png", (1, 2, 3))
+        (tmp_path / name / ".thumbs").mkdir()
+        (tmp_path / name / ".thumbs" / "a.db").write_bytes(b"not a picture")
+        (tmp_path / name / ".DS_Store").write_bytes(b"not a picture")
+    picture(tmp_path / "cat" / ".hidden" / "deep" / "b.png", (9, 9, 9))
+    data = open_source(tmp_path).dataset(Training(image_size=2))
+    assert data.train_x.shape[1] + data.test_x.shape[1] == 2
+
+
 def test_the_same_folder_gives_the_same_bytes(tmp_path: Path) -> None:
     picture(tmp_path / "cat" / "a.png", (1, 2, 3))
     picture(tmp_path / "dog" / "b.png", (4, 5, 6))
