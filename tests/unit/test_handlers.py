@@ -276,6 +276,36 @@ def test_init(st: Any, synthetic_dir: Path, params: Parameters, tmp_path: Path) 
     assert snap() == after
 
 
+def test_init_never_takes_a_running_run_from_its_execution(
+    st: Any, synthetic_dir: Path, params: Parameters
+) -> None:
+    """A replayed Init naming another execution is refused with nothing changed: the carrying
+    execution can still fail the run. Init hands the run over only to the successor that
+    ContinueAsNew starts at the committed step (it may begin before ContinueAsNew names it)."""
+    good = prepare(st, synthetic_dir, params, "init")
+    plan = handler("init")(init_event(good), None)
+    run_events(plan, range(1))  # epoch 0 committed: the run is at step 1
+    snap = Snapshot(st)
+    before = snap()
+    for intruder in ("intruder", f"{RUN}-e0000000", f"{RUN}-e0000002", f"{RUN}-r1700000000"):
+        with pytest.raises(EventError, match=f"carried by execution {RUN}, not {intruder}"):
+            handler("init")(init_event({**good, "execution_name": intruder}), None)
+        assert snap() == before, intruder
+    assert st.runs.get(RUN)["execution"] == RUN
+    assert handler("init")(init_event(good), None) == make_plan(params, RUN, 1)  # a retry
+    assert snap() == before
+
+    successor = keys.execution_name(RUN, 1)
+    assert handler("init")(init_event({**good, "execution_name": successor}), None) == make_plan(
+        params, RUN, 1
+    )
+    assert st.runs.get(RUN)["execution"] == successor
+    with pytest.raises(EventError, match=f"carried by execution {successor}, not {RUN}"):
+        handler("init")(init_event(good), None)  # the predecessor cannot take it back
+    failure = {"run_id": RUN, "execution_name": successor, "error": "E", "cause": "C"}
+    assert handler("record_failure")(failure, None) == {"recorded": True, "status": "FAILED"}
+
+
 def test_loss(st: Any, synthetic_dir: Path, params: Parameters) -> None:
     good = prepare(st, synthetic_dir, params, "loss")
     snap = Snapshot(st)
