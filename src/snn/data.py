@@ -73,7 +73,9 @@ def preprocess(images: np.ndarray) -> np.ndarray:
     same floating-point results.
     """
     m = images.shape[0]
-    return np.ascontiguousarray(images.reshape(m, -1).T / 255.0)
+    flat = images.reshape(m, -1).T
+    out = np.empty(flat.shape, dtype=np.float64)  # one float64 copy, no temporary
+    return np.divide(flat, 255.0, out=out)
 
 
 def _labels(y: np.ndarray) -> np.ndarray:
