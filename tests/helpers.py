@@ -321,3 +321,18 @@ def numerical_gradients(
 
 def flat(grads) -> np.ndarray:
     return np.concatenate([g.ravel() for pair in grads for g in pair])
+
+
+def huge_h5_pair(folder: Path, m: int = 10**7) -> Path:
+    """The cat/non-cat layout in a few KB whose training file declares m pictures of 64 x 64
+    (10**7 of them: 114 GiB), none of them written."""
+    import h5py
+
+    from snn.data import TRAIN_FILE, synthetic_images, write_h5_pair
+
+    write_h5_pair(folder, *synthetic_images(size=64, m_train=2, m_test=2))
+    with h5py.File(folder / TRAIN_FILE, "w") as h5:
+        h5.create_dataset("train_set_x", shape=(m, 64, 64, 3), dtype=np.uint8, chunks=True)
+        h5.create_dataset("train_set_y", shape=(m,), dtype=np.int64, chunks=True)
+        h5.create_dataset("list_classes", data=np.array([b"non-cat", b"cat"]))
+    return folder

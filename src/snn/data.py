@@ -7,6 +7,7 @@ which is filled by downloading from DEFAULT_URL (or SNN_DATA_URL) and checking S
 
 import hashlib
 import http.client
+import math
 import os
 import tempfile
 import urllib.error
@@ -33,6 +34,10 @@ DEFAULT_URL = (
     "dff21304241c5e651d4a6680cba6e23c3990e915/datasets"
 )
 IMAGE_SHAPE = (64, 64, 3)
+# The most a data set's examples and labels may take as float64, the form the network reads
+# (and the run stores): 512 MiB, about 5,400 pictures of 64 x 64. Checked against the shapes a
+# file declares, before anything is read.
+MAX_DATA_BYTES = 512 * 2**20
 
 _HOW_TO_SUPPLY = (
     f"pass --data DIR or set SNN_DATA_DIR to a folder holding {TRAIN_FILE} and {TEST_FILE}"
@@ -68,7 +73,9 @@ def preprocess(images: np.ndarray) -> np.ndarray:
     same floating-point results.
     """
     m = images.shape[0]
-    return np.ascontiguousarray(images.reshape(m, -1).T / 255.0)
+    flat = images.reshape(m, -1).T
+    out = np.empty(flat.shape, dtype=np.float64)  # one float64 copy, no temporary
+    return np.divide(flat, 255.0, out=out)
 
 
 def _labels(y: np.ndarray) -> np.ndarray:
@@ -105,21 +112,10 @@ def _check_file(path: Path) -> None:
         raise DataError(f"{path} is not an HDF5 file")
 
 
-def images_from_h5(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read and validate '<split>_set_x' (m, S, S, 3) uint8 and '<split>_set_y' (m,) in {0, 1}.
-
-    The real images are 64x64 (IMAGE_SHAPE); any square size S >= 1 is accepted, so small
-    stand-ins in the same layout can exercise the same code (see `read_h5_pair` for the check
-    that both files agree)."""
-    _check_file(path)
+def _image_sets(h5: h5py.File, path: Path, split: str) -> tuple[h5py.Dataset, h5py.Dataset]:
+    """'<split>_set_x' and '<split>_set_y', their declared shapes and dtypes checked, unread."""
     x_key, y_key = f"{split}_set_x", f"{split}_set_y"
-    try:
-        with h5py.File(path, "r") as h5:
-            x_set, y_set = _dataset(h5, path, x_key), _dataset(h5, path, y_key)
-            x, y = x_set[()], y_set[()]  # both checked before either is read
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
-
+    x, y = _dataset(h5, path, x_key), _dataset(h5, path, y_key)
     if x.ndim != 4 or x.shape[1] != x.shape[2] or x.shape[1] < 1 or x.shape[3] != 3:
         raise DataError(
             f"'{x_key}' in {path.name} has shape {x.shape}; expected (m, S, S, 3): m square "
@@ -133,8 +129,48 @@ def images_from_h5(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(
             f"{path.name} has {len(x)} images in '{x_key}' but {len(y)} labels in '{y_key}'"
         )
-    if y.dtype.kind not in "biuf" or not np.isin(y, (0, 1)).all():
+    if y.dtype.kind not in "biuf":
         raise DataError(f"'{y_key}' in {path.name} has labels outside {{0, 1}}")
+    return x, y
+
+
+def h5_float_bytes(path: Path, split: str) -> int:
+    """What the images and labels of one file take once made float64 for the network, from
+    their declared shapes (nothing read)."""
+    _check_file(path)
+    try:
+        with h5py.File(path, "r") as h5:
+            x, y = _image_sets(h5, path, split)
+            return (math.prod(x.shape) + len(y)) * 8
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+
+
+def check_data_size(name: str, float_bytes: int) -> None:
+    """Refuse a data set whose examples would take more than MAX_DATA_BYTES as float64."""
+    if float_bytes > MAX_DATA_BYTES:
+        raise DataError(
+            f"{name}: its examples take {float_bytes:,} bytes as 64-bit numbers, over the limit "
+            f"of {MAX_DATA_BYTES:,}: refused unread"
+        )
+
+
+def images_from_h5(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read and validate '<split>_set_x' (m, S, S, 3) uint8 and '<split>_set_y' (m,) in {0, 1}.
+
+    The real images are 64x64 (IMAGE_SHAPE); any square size S >= 1 is accepted, so small
+    stand-ins in the same layout can exercise the same code (see `read_h5_pair` for the check
+    that both files agree). Shapes, dtypes and size are checked before anything is read: a
+    small file can declare a data set of any size."""
+    check_data_size(str(path), h5_float_bytes(path, split))
+    try:
+        with h5py.File(path, "r") as h5:
+            x_set, y_set = _image_sets(h5, path, split)
+            x, y = x_set[()], y_set[()]  # both checked before either is read
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    if not np.isin(y, (0, 1)).all():
+        raise DataError(f"'{split}_set_y' in {path.name} has labels outside {{0, 1}}")
     return x, y
 
 
@@ -162,6 +198,9 @@ def read_h5_pair(folder: Path) -> Dataset:
     train_path, test_path = folder / TRAIN_FILE, folder / TEST_FILE
     for path in (train_path, test_path):
         _check_file(path)
+    check_data_size(
+        str(folder), h5_float_bytes(train_path, "train") + h5_float_bytes(test_path, "test")
+    )
     train_x, train_y = images_from_h5(train_path, "train")
     test_x, test_y = images_from_h5(test_path, "test")
     if train_x.shape[1:] != test_x.shape[1:]:

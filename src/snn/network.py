@@ -123,26 +123,85 @@ def linear_forward(W: Array, b: Array, A_prev: Array) -> Array:
 
 def forward(params: Sequence[tuple[Array, Array]], activations: Sequence[str], X: Array) -> Array:
     """A[L] for the whole network, layer by layer (used to predict)."""
-    A = X
+    return forward_output(params, activations, X)[1]
+
+
+def forward_output(
+    params: Sequence[tuple[Array, Array]], activations: Sequence[str], X: Array
+) -> tuple[Array, Array]:
+    """(Z[L], A[L]) for the whole network: the output layer's linear step too, from which a
+    saturated output's cost is computed (see `cost`)."""
+    A, Z = X, X
     for (W, b), g in zip(params, activations, strict=True):
-        A = activate(linear_forward(W, b, A), g)
-    return A
+        Z = linear_forward(W, b, A)
+        A = activate(Z, g)
+    return Z, A
 
 
 # --- cost ----------------------------------------------------------------------------------------
+#
+# A sigmoid output is exactly 0 or 1 once |Z| passes about 37 (1 - A rounds to 0) or 745 (A
+# underflows): a correct and very confident model. The textbook formulas then meet log(0) and
+# 0 / 0, and give NaN for a model that is right. Each formula below is first computed as it is
+# written, so that its bits are today's wherever it is finite; only its non-finite terms are
+# replaced, by the cross-entropy computed from Z[L] (softplus, exact at any Z), or, without Z,
+# from A clipped to the open interval (0, 1).
+
+_TINY = np.finfo(np.float64).tiny  # the smallest A a clipped output takes
+_BELOW_ONE = 1.0 - np.finfo(np.float64).epsneg  # the largest A below 1
 
 
-def cost(AL: Array, Y: Array) -> float:
-    """Binary cross-entropy: -1/m * sum(Y log(AL) + (1 - Y) log(1 - AL))."""
+def saturated(AL: Array) -> bool:
+    """Whether an output is exactly 0 or 1, where the textbook cost is not finite: then the
+    cost wants Z[L]."""
+    return bool(np.any((AL == 0) | (AL == 1)))
+
+
+def softplus(x: Array) -> Array:
+    """log(1 + exp(x)), finite for every finite x: max(x, 0) + log1p(exp(-|x|))."""
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def _terms(AL: Array, Y: Array) -> Array:
+    """Each example's cross-entropy, as the textbook writes it: inf or NaN where A is 0 or 1."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.multiply(-np.log(AL), Y) + np.multiply(-np.log(1 - AL), 1 - Y)
+
+
+def _stable_terms(AL: Array, Y: Array, ZL: Array | None) -> Array:
+    """Each example's cross-entropy, finite: the textbook's where it is finite, elsewhere from
+    Z[L] (-log(sigmoid(z)) = softplus(-z), -log(1 - sigmoid(z)) = softplus(z)) or from A
+    clipped into (0, 1)."""
+    terms = _terms(AL, Y)
+    bad = ~np.isfinite(terms)
+    if ZL is not None:
+        stable = Y * softplus(-ZL) + (1 - Y) * softplus(ZL)
+    else:
+        clipped = np.clip(AL, _TINY, _BELOW_ONE)
+        stable = np.multiply(-np.log(clipped), Y) + np.multiply(-np.log(1 - clipped), 1 - Y)
+    terms[bad] = stable[bad]
+    return terms
+
+
+def cost(AL: Array, Y: Array, ZL: Array | None = None) -> float:
+    """Binary cross-entropy: -1/m * sum(Y log(AL) + (1 - Y) log(1 - AL)). Where an output is
+    saturated (A exactly 0 or 1), the sum is of each example's finite cross-entropy, from ZL
+    (Z[L]) if given (see the note above)."""
     m = Y.shape[1]
-    c = (1.0 / m) * (-np.dot(Y, np.log(AL).T) - np.dot(1 - Y, np.log(1 - AL).T))
-    return float(np.squeeze(c))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = (1.0 / m) * (-np.dot(Y, np.log(AL).T) - np.dot(1 - Y, np.log(1 - AL).T))
+    if np.isfinite(c).all():
+        return float(np.squeeze(c))
+    return float((1.0 / m) * np.sum(_stable_terms(AL, Y, ZL)))
 
 
-def summed_cost(AL: Array, Y: Array) -> float:
+def summed_cost(AL: Array, Y: Array, ZL: Array | None = None) -> float:
     """The cross-entropy summed over the examples of a mini-batch: sum(-Y log(AL) - (1 - Y)
-    log(1 - AL)). An epoch's cost is the sum of its batches' summed costs divided by m."""
-    logprobs = np.multiply(-np.log(AL), Y) + np.multiply(-np.log(1 - AL), 1 - Y)
+    log(1 - AL)). An epoch's cost is the sum of its batches' summed costs divided by m. Finite
+    where an output is saturated, as `cost` is."""
+    logprobs = _terms(AL, Y)
+    if not np.isfinite(logprobs).all():
+        logprobs = _stable_terms(AL, Y, ZL)
     return float(np.sum(logprobs))
 
 
@@ -154,8 +213,16 @@ def l2_cost(weights: Sequence[Array], l2: float, m: int) -> float:
 
 
 def cost_gradient(AL: Array, Y: Array) -> Array:
-    """dA[L] = d cost / d A[L] = -(Y / AL - (1 - Y) / (1 - AL))."""
-    return -(np.divide(Y, AL) - np.divide(1 - Y, 1 - AL))
+    """dA[L] = d cost / d A[L] = -(Y / AL - (1 - Y) / (1 - AL)). Where an output is saturated
+    (0 / 0 or 1 / 0), the same with A clipped into (0, 1): finite, and the sigmoid's derivative
+    there, s (1 - s) = 0, makes dZ[L] = 0, the limit of the true dZ = A - Y for a correct output."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dAL = -(np.divide(Y, AL) - np.divide(1 - Y, 1 - AL))
+    bad = ~np.isfinite(dAL)
+    if bad.any():
+        clipped = np.clip(AL, _TINY, _BELOW_ONE)
+        dAL[bad] = -(np.divide(Y, clipped) - np.divide(1 - Y, 1 - clipped))[bad]
+    return dAL
 
 
 # --- backward ------------------------------------------------------------------------------------

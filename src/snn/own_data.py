@@ -16,72 +16,127 @@ so a run's data is one content-addressed upload whatever its source.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from snn import network as nn
-from snn.data import Dataset
+from snn.data import Dataset, check_data_size
 from snn.errors import DataError
-from snn.npz import NpzError, read_npz
+from snn.npz import Member, NpzError, read_members, read_npz
 
 MEMBERS = ("train_x", "train_y", "test_x", "test_y", "info")
 TEST_FRACTION = 0.2
 
 
 def read_npz_dataset(source: str | Path | bytes, name: str, seed: int) -> Dataset:
-    """A data set from an .npz (a path or its bytes), every member checked before it is read."""
+    """A data set from an .npz (a path or its bytes), every member checked before it is read,
+    and its size too (`check_npz_members`). Each array becomes float64 once, straight into the
+    layout the network reads, so loading takes little more than the float64 data set."""
     try:
-        arrays = read_npz(source, name, lambda key: key in MEMBERS, what="data set")
+        arrays = read_npz(
+            source,
+            name,
+            lambda key: key in MEMBERS,
+            check=lambda members: check_npz_members(members, name),
+            what="data set",
+        )
     except NpzError as exc:
         raise DataError(str(exc)) from None
-    for key in ("train_x", "train_y"):
-        if key not in arrays:
-            raise DataError(f"{name}: no {key} (an .npz data set needs train_x and train_y)")
     if ("test_x" in arrays) != ("test_y" in arrays):
         raise DataError(f"{name}: test_x and test_y go together")
     info = _info(arrays.get("info"), name)
-    train_x, train_y = _examples(arrays["train_x"], arrays["train_y"], "train", name)
+    train_x, train_y = arrays.pop("train_x"), arrays.pop("train_y")
+    _check_examples(train_x, train_y, "train", name)
     split = None
     if "test_x" in arrays:
-        test_x, test_y = _examples(arrays["test_x"], arrays["test_y"], "test", name)
-        if test_x.shape[0] != train_x.shape[0]:
+        test_x, test_y = arrays.pop("test_x"), arrays.pop("test_y")
+        _check_examples(test_x, test_y, "test", name)
+        if test_x.shape[1] != train_x.shape[1]:
             raise DataError(
-                f"{name}: test_x has {test_x.shape[0]} values per example, train_x "
-                f"{train_x.shape[0]}"
+                f"{name}: test_x has {test_x.shape[1]} values per example, train_x "
+                f"{train_x.shape[1]}"
             )
+        test = (_columns(test_x), _labels(test_y))
+        del test_x
+        train = (_columns(train_x), _labels(train_y))
     else:
-        if train_x.shape[1] < 2:
+        if train_x.shape[0] < 2:
             raise DataError(f"{name}: with no test set, train_x needs at least 2 examples")
-        keep, held = nn.validation_split(train_x.shape[1], TEST_FRACTION, seed)
-        test_x, test_y = train_x[:, held], train_y[:, held]
-        train_x, train_y = train_x[:, keep], train_y[:, keep]
+        keep, held = nn.validation_split(train_x.shape[0], TEST_FRACTION, seed)
+        test = (_columns(train_x, held), _labels(train_y[held]))
+        train = (_columns(train_x, keep), _labels(train_y[keep]))
         split = {"fraction": TEST_FRACTION, "seed": seed, "examples": len(held)}
+    del train_x
     classes = tuple(info.get("classes", ("0", "1")))
     inputs = info.get("input", {"kind": "values"})
     return Dataset(
-        train_x=np.ascontiguousarray(train_x),
-        train_y=np.ascontiguousarray(train_y),
-        test_x=np.ascontiguousarray(test_x),
-        test_y=np.ascontiguousarray(test_y),
+        train_x=train[0],
+        train_y=train[1],
+        test_x=test[0],
+        test_y=test[1],
         classes=classes,
         inputs=inputs,
         test_split=split,
     )
 
 
-def _examples(x: np.ndarray, y: np.ndarray, split: str, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(n_x, m) float64 and (1, m) labels, from rows of examples and their 0/1 labels."""
+def check_npz_members(members: dict[str, Member], name: str) -> None:
+    """What the headers of an .npz data set tell before any array is read: train_x and
+    train_y are there, and the examples fit the size limit once they are float64."""
+    for key in ("train_x", "train_y"):
+        if key not in members:
+            raise DataError(f"{name}: no {key} (an .npz data set needs train_x and train_y)")
+    values = sum(math.prod(m.shape) for key, m in members.items() if key != "info")
+    check_data_size(name, values * 8)
+
+
+def check_npz_file(path: Path) -> None:
+    """An .npz data file's zip structure and headers, checked before it is read whole: a file
+    that is not one is refused having read its last few KB only."""
+    try:
+        members = read_members(path, str(path), lambda key: key in MEMBERS, what="data set")
+    except NpzError as exc:
+        raise DataError(str(exc)) from None
+    check_npz_members(members, str(path))
+
+
+# Rows of examples converted at a time: the temporaries of a conversion stay a few MB.
+_BLOCK_VALUES = 1 << 20
+
+
+def _check_examples(x: np.ndarray, y: np.ndarray, split: str, name: str) -> None:
+    """Rows of examples (m, n_x) of finite numbers and their 0/1 labels (m,)."""
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
         raise DataError(f"{name}: {split}_x must be (examples, values), got shape {x.shape}")
     if y.shape != (x.shape[0],):
         raise DataError(f"{name}: {split}_y must be ({x.shape[0]},), got shape {y.shape}")
-    if x.dtype.kind not in "biuf" or not np.isfinite(x.astype(np.float64)).all():
+    if x.dtype.kind not in "biuf":
         raise DataError(f"{name}: {split}_x must hold finite numbers")
+    if x.dtype.kind == "f":  # whole numbers are always finite
+        rows = max(1, _BLOCK_VALUES // x.shape[1])
+        for i in range(0, x.shape[0], rows):
+            if not np.isfinite(x[i : i + rows]).all():
+                raise DataError(f"{name}: {split}_x must hold finite numbers")
     if y.dtype.kind not in "biuf" or not np.isin(y, (0, 1)).all():
         raise DataError(f"{name}: {split}_y must hold labels 0 and 1 only")
-    return x.astype(np.float64).T, y.astype(np.float64).reshape(1, -1)
+
+
+def _columns(x: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """The examples `rows` of x (all of them by default) as the columns of one C-contiguous
+    float64 array (n_x, m), converted a block of rows at a time: no whole temporary copy."""
+    count = x.shape[0] if rows is None else len(rows)
+    out = np.empty((x.shape[1], count), dtype=np.float64)
+    step = max(1, _BLOCK_VALUES // x.shape[1])
+    for i in range(0, count, step):
+        out[:, i : i + step] = (x[i : i + step] if rows is None else x[rows[i : i + step]]).T
+    return out
+
+
+def _labels(y: np.ndarray) -> np.ndarray:
+    return y.astype(np.float64).reshape(1, -1)
 
 
 def _info(raw: np.ndarray | None, name: str) -> dict[str, Any]:
@@ -175,6 +230,11 @@ def _classes(folder: Path) -> dict[str, list[Path]]:
         )
     out = {}
     for name, path in found.items():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        # hidden files and everything inside hidden folders (`.thumbs/`, `.git/`) are skipped
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
         out[name] = files
     return out

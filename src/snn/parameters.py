@@ -65,11 +65,13 @@ class Parameters:
     @classmethod
     def from_json(cls, text: str, source: str = "parameters.json") -> Parameters:
         try:
-            raw = json.loads(text)
+            raw = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             raise ParametersError(
                 f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
             ) from None
+        except ParametersError as exc:
+            raise ParametersError(f"{source}: {exc}") from None
         try:
             return _validate(raw)
         except ParametersError as exc:
@@ -126,6 +128,17 @@ def _shards(layer: int, n: int, per_task: int) -> tuple[Shard, ...]:
     return tuple(
         Shard(layer, i, lo, min(lo + per_task, n)) for i, lo in enumerate(range(0, n, per_task))
     )
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused if it names a field twice (json.loads would keep the last one
+    without a word, as a typo's default would)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ParametersError(f"the field {json.dumps(key)} appears twice in one object")
+        out[key] = value
+    return out
 
 
 def _is_int(v: Any) -> bool:

@@ -10,7 +10,9 @@ stores it as content-addressed uploads (runs on the same data share one copy):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING
 from snn import keys
 from snn.data import TEST_FILE, TRAIN_FILE, Dataset, read_h5_pair
 from snn.errors import DataError
-from snn.own_data import is_pictures_folder, pictures_npz, read_npz_dataset
+from snn.own_data import check_npz_file, is_pictures_folder, pictures_npz, read_npz_dataset
 from snn.parameters import Parameters
 from snn.training import Training
 
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
 # The fields of an execution input that name a run's data, in either form.
 DATA_FIELDS = ("train_key", "test_key", "data_key")
 NPZ_NAME = "data.npz"
+# The most one uploaded file may hold (Init refuses more): an h5 file of the data set is a few
+# MB, and an .npz within the data size limit (`snn.data.MAX_DATA_BYTES`) fits.
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -49,17 +54,47 @@ class DataSource:
     def dataset(self, training: Training) -> Dataset:
         """The data set, read as a run with these training settings reads it (the shuffle seed
         splits an .npz without a test set; pictures are resized to the image size)."""
-        if self.kind == "h5":
-            return read_h5_pair(self.path)
-        return read_npz_dataset(self._npz(training), str(self.path), training.shuffle_seed)
+        with _fits_in_memory(self.path):
+            if self.kind == "h5":
+                return read_h5_pair(self.path)
+            if self.kind == "npz":
+                self._check_npz()
+                return read_npz_dataset(self.path, str(self.path), training.shuffle_seed)
+            return read_npz_dataset(self._npz(training), str(self.path), training.shuffle_seed)
 
     def _npz(self, training: Training) -> bytes:
-        if self.kind == "npz":
-            try:
-                return self.path.read_bytes()
-            except OSError as exc:
-                raise DataError(f"{self.path}: cannot be read ({exc.strerror})") from None
-        return pictures_npz(self.path, training.image_size, self.positive, training.shuffle_seed)
+        with _fits_in_memory(self.path):
+            if self.kind == "npz":
+                self._check_npz()
+                try:
+                    return self.path.read_bytes()
+                except OSError as exc:
+                    raise DataError(f"{self.path}: cannot be read ({exc.strerror})") from None
+            return pictures_npz(
+                self.path, training.image_size, self.positive, training.shuffle_seed
+            )
+
+    def _check_npz(self) -> None:
+        """The file's size, zip structure and members' headers, before it is read whole."""
+        try:
+            size = self.path.stat().st_size
+        except OSError as exc:
+            raise DataError(f"{self.path}: cannot be read ({exc.strerror})") from None
+        if size > MAX_UPLOAD_BYTES:
+            raise DataError(
+                f"{self.path}: {size:,} bytes, over the limit of {MAX_UPLOAD_BYTES:,} for a "
+                "data file: refused unread"
+            )
+        check_npz_file(self.path)
+
+
+@contextlib.contextmanager
+def _fits_in_memory(path: Path) -> Iterator[None]:
+    """Loading data that this machine's memory cannot hold is one line, not a traceback."""
+    try:
+        yield
+    except MemoryError:
+        raise DataError(f"{path}: the data set does not fit in this machine's memory") from None
 
 
 def _upload(data: bytes, name: str) -> tuple[str, bytes]:
@@ -112,11 +147,12 @@ def model_dataset(data: str | Path | None, model: Model) -> Dataset:
 
 def dataset_from_uploads(fields: dict[str, bytes], p: Parameters, name: str) -> Dataset:
     """The data set of a run, from its uploads' bytes (what Init reads)."""
-    if "data_key" in fields:
-        return read_npz_dataset(fields["data_key"], name, p.training.shuffle_seed)
     import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, TRAIN_FILE).write_bytes(fields["train_key"])
-        Path(tmp, TEST_FILE).write_bytes(fields["test_key"])
-        return read_h5_pair(Path(tmp))
+    with _fits_in_memory(Path(name)):
+        if "data_key" in fields:
+            return read_npz_dataset(fields["data_key"], name, p.training.shuffle_seed)
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, TRAIN_FILE).write_bytes(fields["train_key"])
+            Path(tmp, TEST_FILE).write_bytes(fields["test_key"])
+            return read_h5_pair(Path(tmp))

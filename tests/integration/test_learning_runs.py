@@ -258,3 +258,46 @@ def test_an_npz_of_values_trains_the_same_on_every_engine_and_is_evaluated(
     capsys.readouterr()
     assert main(["predict", "--model", str(out), str(picture)]) != 0
     assert "not pictures" in capsys.readouterr().err
+
+
+def confident_data(path: Path) -> Path:
+    """Two classes far apart: one step of learning rate 10 makes a 2-1 network's margins over
+    90, its outputs exactly 1 (and near 0), 100 % right."""
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 2
+    x = rng.uniform(5, 10, size=(40, 2)) * np.where(y[:, None] == 1, 1.0, -1.0)
+    np.savez(path, train_x=x, train_y=y, test_x=x[:10], test_y=y[:10])
+    return path
+
+
+CONFIDENT = {
+    "full-batch": {},
+    "mini-batches-and-validation": {"batch_size": 16, "validation": 0.25},
+}
+
+
+@pytest.mark.parametrize("fields", CONFIDENT.values(), ids=CONFIDENT.keys())
+def test_a_correct_confident_model_trains_on_and_is_kept(
+    tmp_path: Path, fields: dict[str, Any]
+) -> None:
+    """Its cost, 0 log 0 in the textbook formula, is computed from Z: finite and tiny, not a
+    divergence."""
+    data = confident_data(tmp_path / "far.npz")
+    p = network([1], ["sigmoid"], epochs=4, learning_rate=10, **fields)
+    result = direct.train(spec(p, data))
+    assert all(np.isfinite(result.costs)) and result.costs[-1] < 1e-100
+    assert result.train_accuracy == 1.0 and result.test_accuracy == 1.0
+    W, b = result.weights[0]
+    X = np.load(data)["train_x"].T
+    assert np.max(nn.sigmoid(W @ X + b)) == 1.0  # the outputs are saturated
+    if "validation" in fields:
+        assert len(result.extra["validation_costs"]) == 4
+        assert all(np.isfinite(result.extra["validation_costs"]))
+
+
+@pytest.mark.slow
+def test_a_correct_confident_model_is_the_same_on_the_local_engine(tmp_path: Path) -> None:
+    """The Loss function reads Z[L] from the bucket when the output is saturated."""
+    data = confident_data(tmp_path / "far.npz")
+    p = network([1], ["sigmoid"], epochs=3, learning_rate=10)
+    assert_same_run(local.train(spec(p, data)), direct.train(spec(p, data)))

@@ -19,7 +19,7 @@ from snn.cli import main
 from snn.commands.train import MAX_FAULT_RATE
 from snn.engines import direct
 from snn.run_folder import RunFolder
-from tests.helpers import ROOT, spec, tiny_parameters
+from tests.helpers import ROOT, huge_h5_pair, spec, tiny_parameters
 
 SEED = {
     "epochs": 2,
@@ -61,6 +61,7 @@ def params(tmp_path: Path) -> Path:
             '"activations.layer2" must be one of',
         ),
         (json.dumps({k: v for k, v in SEED.items() if k != "epochs"}), "missing required field"),
+        (json.dumps(SEED)[:-1] + ', "epochs": 20}', 'the field "epochs" appears twice'),
     ],
 )
 def test_malformed_parameters(tmp_path, capsys, synthetic_dir, content, named) -> None:
@@ -78,18 +79,22 @@ def test_missing_parameters_file(tmp_path, capsys) -> None:
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("make", ["missing", "empty", "not_h5"])
+@pytest.mark.parametrize("make", ["missing", "empty", "not_h5", "declares_114_GiB"])
 def test_bad_data_folder(tmp_path, capsys, params, make) -> None:
     data = tmp_path / "data"
-    if make != "missing":
+    if make not in ("missing", "declares_114_GiB"):
         data.mkdir()
     if make == "not_h5":
         (data / "train_catvnoncat.h5").write_text("hello")
         (data / "test_catvnoncat.h5").write_text("hello")
+    if make == "declares_114_GiB":
+        huge_h5_pair(data)
     code, err = train(tmp_path, capsys, "--params", str(params), "--data", str(data))
     assert code == 2
     line = one_line(err)
     assert "train_catvnoncat.h5" in line or str(data) in line
+    if make == "declares_114_GiB":
+        assert "over the limit" in line
     assert not (tmp_path / "run").exists()
 
 

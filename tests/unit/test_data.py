@@ -414,6 +414,38 @@ def test_data_kept_outside_the_file_is_refused_before_any_read(
         assert reads == []  # neither images nor labels were read
 
 
+def _declare_huge(path: Path, split: str, m: int) -> None:
+    """An h5 file of a few KB that declares m pictures of 64 x 64 (none of them written)."""
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset(f"{split}_set_x", shape=(m, 64, 64, 3), dtype=np.uint8, chunks=True)
+        h5.create_dataset(f"{split}_set_y", shape=(m,), dtype=np.int64, chunks=True)
+        h5.create_dataset("list_classes", data=CLASSES)
+
+
+@pytest.mark.parametrize("which", [TRAIN_FILE, TEST_FILE])
+def test_a_small_file_declaring_a_huge_data_set_is_refused_unread(
+    tmp_path: Path, reads: list[str], which: str
+) -> None:
+    """Reading it would ask for 114 GiB; the declared shape is checked against the limit."""
+    _write_pair(tmp_path)
+    _declare_huge(tmp_path / which, "train" if which == TRAIN_FILE else "test", 10**7)
+    assert (tmp_path / which).stat().st_size < 1 << 20
+    with pytest.raises(DataError, match="over the limit of 536,870,912: refused unread"):
+        data.read_h5_pair(tmp_path)
+    assert reads == []
+
+
+def test_the_size_limit_counts_both_files(tmp_path: Path, reads: list[str]) -> None:
+    """Each file alone is within the limit, both together are not."""
+    per_file = data.MAX_DATA_BYTES // (64 * 64 * 3 * 8 + 8) // 2 + 1
+    _write_pair(tmp_path)
+    _declare_huge(tmp_path / TRAIN_FILE, "train", per_file)
+    _declare_huge(tmp_path / TEST_FILE, "test", per_file)
+    with pytest.raises(DataError, match=f"^{tmp_path}: its examples take .* refused unread"):
+        data.read_h5_pair(tmp_path)
+    assert reads == []
+
+
 # --- locating the data ---------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from snn.data import synthetic_images, write_h5_pair
 from snn.parameters import Parameters
 from snn.predict import read_weights
 from snn.report import model_bytes
-from tests.helpers import train_run
+from tests.helpers import huge_h5_pair, train_run
 
 
 def small_network(epochs: int = 30) -> Parameters:
@@ -103,12 +103,14 @@ def test_bad_inputs_are_one_line_errors(
     empty.mkdir()
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(b"not an npz")
+    huge = huge_h5_pair(tmp_path / "huge")  # declares 114 GiB of pictures in a few KB
     cases = [
         (["evaluate", "--data", str(synthetic_dir)], "no model"),  # no runs/ here
         (["evaluate", "--model", str(empty), "--data", str(synthetic_dir)], "no model.npz"),
         (["evaluate", "--model", str(corrupt), "--data", str(synthetic_dir)], "not a readable"),
         (["evaluate", "--model", str(run), "--data", str(tmp_path / "nodata")], "no such data"),
         (["evaluate", "--model", str(run), "--data", str(other_size)], "the model takes 48"),
+        (["evaluate", "--model", str(run), "--data", str(huge)], "over the limit"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

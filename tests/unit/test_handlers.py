@@ -192,6 +192,8 @@ def test_init(st: Any, synthetic_dir: Path, params: Parameters, tmp_path: Path) 
     )
     # Inputs that are there but wrong.
     st.store.put_bytes("runs/badp/parameters.json", b'{"epochs": 0}')
+    twice = params.to_json()[:-1] + ', "learning_rate": 0.5}'  # json.loads keeps the last
+    st.store.put_bytes("runs/twice/parameters.json", twice.encode())
     junk = b"<html>not found</html>"
     junk_key = f"uploads/{hashlib.sha256(junk).hexdigest()}/{TRAIN_FILE}"
     st.store.put_bytes(junk_key, junk)
@@ -217,6 +219,11 @@ def test_init(st: Any, synthetic_dir: Path, params: Parameters, tmp_path: Path) 
             **good,
             "run_id": "badp",
             "parameters_key": "runs/badp/parameters.json",
+        },
+        "parameters with a field named twice": {
+            **good,
+            "run_id": "twice",
+            "parameters_key": "runs/twice/parameters.json",
         },
         "train_key not an upload key": {**good, "train_key": "runs/r/data/train_x.npy"},
         "train_key with a short hash": {**good, "train_key": "uploads/abc/train_catvnoncat.h5"},
@@ -267,6 +274,36 @@ def test_init(st: Any, synthetic_dir: Path, params: Parameters, tmp_path: Path) 
     with pytest.raises(EventError, match="other data"):
         handler("init")(init_event({**good, "train_key": other_upload["train_key"]}), None)
     assert snap() == after
+
+
+def test_init_never_takes_a_running_run_from_its_execution(
+    st: Any, synthetic_dir: Path, params: Parameters
+) -> None:
+    """A replayed Init naming another execution is refused with nothing changed: the carrying
+    execution can still fail the run. Init hands the run over only to the successor that
+    ContinueAsNew starts at the committed step (it may begin before ContinueAsNew names it)."""
+    good = prepare(st, synthetic_dir, params, "init")
+    plan = handler("init")(init_event(good), None)
+    run_events(plan, range(1))  # epoch 0 committed: the run is at step 1
+    snap = Snapshot(st)
+    before = snap()
+    for intruder in ("intruder", f"{RUN}-e0000000", f"{RUN}-e0000002", f"{RUN}-r1700000000"):
+        with pytest.raises(EventError, match=f"carried by execution {RUN}, not {intruder}"):
+            handler("init")(init_event({**good, "execution_name": intruder}), None)
+        assert snap() == before, intruder
+    assert st.runs.get(RUN)["execution"] == RUN
+    assert handler("init")(init_event(good), None) == make_plan(params, RUN, 1)  # a retry
+    assert snap() == before
+
+    successor = keys.execution_name(RUN, 1)
+    assert handler("init")(init_event({**good, "execution_name": successor}), None) == make_plan(
+        params, RUN, 1
+    )
+    assert st.runs.get(RUN)["execution"] == successor
+    with pytest.raises(EventError, match=f"carried by execution {successor}, not {RUN}"):
+        handler("init")(init_event(good), None)  # the predecessor cannot take it back
+    failure = {"run_id": RUN, "execution_name": successor, "error": "E", "cause": "C"}
+    assert handler("record_failure")(failure, None) == {"recorded": True, "status": "FAILED"}
 
 
 def test_loss(st: Any, synthetic_dir: Path, params: Parameters) -> None:

@@ -186,6 +186,61 @@ def test_cost_gradient_is_the_derivative_of_the_cost() -> None:
     np.testing.assert_allclose(nn.cost_gradient(AL, Y), [[-1 / 0.8, -1 / 0.9, 1 / 0.6]], rtol=1e-15)
 
 
+# A confident, correct model: outputs exactly 1 (Z over about 37) and exactly 0 (Z under -745).
+SATURATED_Z = np.array([[90.0, -800.0, 40.0, -40.0, 2.0]])
+SATURATED_Y = np.array([[1.0, 0.0, 1.0, 0.0, 1.0]])
+
+
+def _textbook(AL: np.ndarray, Y: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """The cost, summed cost and dA[L] as the seed computed them."""
+    m = Y.shape[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = (1.0 / m) * (-np.dot(Y, np.log(AL).T) - np.dot(1 - Y, np.log(1 - AL).T))
+        summed = np.sum(np.multiply(-np.log(AL), Y) + np.multiply(-np.log(1 - AL), 1 - Y))
+        dAL = -(np.divide(Y, AL) - np.divide(1 - Y, 1 - AL))
+    return float(np.squeeze(c)), float(summed), dAL
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # sigmoid(-800)
+def test_a_saturated_output_has_a_finite_cost_from_z() -> None:
+    AL = nn.sigmoid(SATURATED_Z)
+    assert AL[0, 0] == 1.0 and AL[0, 1] == 0.0  # where the textbook formulas break
+    assert not math.isfinite(_textbook(AL, SATURATED_Y)[0])
+    assert nn.saturated(AL) and not nn.saturated(nn.sigmoid(np.array([[3.0, -3.0]])))
+    # each example's cross-entropy, -log(sigmoid(z)) or -log(1 - sigmoid(z)), exactly
+    terms = [math.log1p(math.exp(-abs(z))) for z in SATURATED_Z[0]]
+    terms[4] = -math.log(1 / (1 + math.exp(-2.0)))
+    expected = sum(terms) / 5
+    assert nn.cost(AL, SATURATED_Y, SATURATED_Z) == pytest.approx(expected, rel=1e-12)
+    assert nn.summed_cost(AL, SATURATED_Y, SATURATED_Z) == pytest.approx(5 * expected, rel=1e-12)
+    # without Z, A is clipped into (0, 1): finite too
+    for c in (nn.cost(AL, SATURATED_Y), nn.summed_cost(AL, SATURATED_Y)):
+        assert math.isfinite(c) and c >= 0
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # sigmoid(-800)
+def test_a_saturated_output_has_a_finite_gradient_and_a_zero_dz() -> None:
+    AL = nn.sigmoid(SATURATED_Z)
+    dAL = nn.cost_gradient(AL, SATURATED_Y)
+    assert np.isfinite(dAL).all()
+    dZ = nn.sigmoid_backward(dAL, SATURATED_Z)
+    assert np.isfinite(dZ).all()
+    assert dZ[0, 0] == 0.0 and dZ[0, 1] == 0.0  # the limit of A - Y for a correct output
+    assert dZ[0, 4] == pytest.approx(AL[0, 4] - 1.0, rel=1e-12)
+
+
+def test_the_costs_and_the_gradient_keep_their_bits_where_they_were_finite() -> None:
+    rng = np.random.default_rng(4)
+    for m in (1, 7, 209, 1000):
+        Z = rng.normal(scale=6.0, size=(1, m))
+        AL, Y = nn.sigmoid(Z), (rng.uniform(size=(1, m)) < 0.5).astype(np.float64)
+        c, summed, dAL = _textbook(AL, Y)
+        assert math.isfinite(c)
+        assert nn.cost(AL, Y) == c and nn.cost(AL, Y, Z) == c
+        assert nn.summed_cost(AL, Y) == summed and nn.summed_cost(AL, Y, Z) == summed
+        assert np.array_equal(nn.cost_gradient(AL, Y), dAL)
+
+
 def test_predict_threshold_is_strictly_above_one_half() -> None:
     AL = np.array([[0.0, 0.4999999, 0.5, 0.5000001, 1.0]])
     predicted = nn.predict(AL)

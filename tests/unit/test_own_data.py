@@ -4,15 +4,23 @@ trains on; anything malformed is refused with one line naming the file and the p
 from __future__ import annotations
 
 import io
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from snn import network as nn
+from snn import npz as npz_module
+from snn import own_data
+from snn.cli import main
+from snn.data import MAX_DATA_BYTES
 from snn.errors import DataError
 from snn.own_data import TEST_FRACTION, pictures_npz, read_npz_dataset
-from snn.sources import open_source
+from snn.sources import MAX_UPLOAD_BYTES, open_source
 from snn.training import Training
 
 
@@ -91,6 +99,108 @@ def test_an_object_array_is_refused_before_it_is_unpickled() -> None:
         read_npz_dataset(raw, "mine.npz", 1)
 
 
+def _peak(call: Callable[[], object]) -> int:
+    """The most memory Python and numpy held at once while `call` ran, in bytes."""
+    tracemalloc.start()
+    try:
+        call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("with_test_set", [False, True])
+def test_loading_an_integer_npz_takes_about_its_float64_size(
+    tmp_path: Path, with_test_set: bool
+) -> None:
+    """Each array becomes float64 once, in place: no whole temporary copies (which made an
+    int8 file take 8 times its size several times over)."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(-100, 100, size=(3000, 1000), dtype=np.int8)
+    y = np.arange(3000) % 2
+    arrays = {"train_x": x, "train_y": y}
+    if with_test_set:
+        arrays = {"train_x": x[:2400], "train_y": y[:2400], "test_x": x[2400:], "test_y": y[2400:]}
+    path = tmp_path / "ints.npz"
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+    float64_bytes = x.size * 8
+    found: list[Any] = []
+    peak = _peak(lambda: found.append(open_source(path).dataset(Training(shuffle_seed=2))))
+    data = found[0]
+    assert np.array_equal(np.concatenate([data.train_x, data.test_x], axis=1).sum(), x.sum())
+    if not with_test_set:
+        keep, held = nn.validation_split(3000, TEST_FRACTION, 2)
+        assert np.array_equal(data.train_x, x[keep].T.astype(np.float64))
+        assert np.array_equal(data.test_x, x[held].T.astype(np.float64))
+    else:
+        assert np.array_equal(data.train_x, x[:2400].T.astype(np.float64))
+    assert all(a.dtype == np.float64 and a.flags.c_contiguous for a in (data.train_x, data.test_x))
+    # the float64 data set, the int8 arrays as read (an eighth of it) and small temporaries
+    assert peak < 1.3 * float64_bytes, (peak, float64_bytes)
+
+
+def test_a_file_that_is_not_an_npz_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "data.npz"
+    path.write_bytes(np.random.default_rng(0).bytes(16 << 20))  # 16 MB, not a zip
+    caught: list[DataError] = []
+
+    def load() -> None:
+        with pytest.raises(DataError) as info:
+            open_source(path).dataset(Training())
+        caught.append(info.value)
+
+    def upload() -> None:  # what the local and AWS engines upload
+        with pytest.raises(DataError):
+            open_source(path).keys(Training())
+
+    assert _peak(load) < 1 << 20 and _peak(upload) < 1 << 20
+    assert "not a readable .npz data set" in str(caught[0])
+
+
+def test_a_data_file_over_the_upload_limit_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "data.npz"
+    with path.open("wb") as f:  # sparse: takes no disk
+        f.truncate(MAX_UPLOAD_BYTES + 1)
+    with pytest.raises(DataError, match="over the limit of 536,870,912 for a data file"):
+        open_source(path).dataset(Training())
+
+
+def test_an_npz_declaring_more_than_the_data_limit_is_refused_before_any_array_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """64 MiB of int8 zeros compress to a small file, but are 512 MiB and more as float64."""
+    rows = MAX_DATA_BYTES // 8 // 8192 + 1
+    path = tmp_path / "zeros.npz"
+    np.savez_compressed(path, train_x=np.zeros((rows, 8192), np.int8), train_y=np.zeros(rows))
+    assert path.stat().st_size < 1 << 20
+
+    def never(*args: Any) -> None:
+        raise AssertionError("an array was read")
+
+    monkeypatch.setattr(npz_module, "read_member", never)
+    for source in (path, path.read_bytes()):
+        with pytest.raises(DataError, match="over the limit of 536,870,912: refused unread"):
+            read_npz_dataset(source, "zeros.npz", 1)
+
+
+def test_running_out_of_memory_while_loading_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x, y = blobs()
+    path = tmp_path / "data.npz"
+    np.savez(path, train_x=x, train_y=y)
+
+    def out_of_memory(*args: Any) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(own_data, "_columns", out_of_memory)
+    code = main(["train", "--engine", "direct", "--data", str(path), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err == f"snn: error: {path}: the data set does not fit in this machine's memory"
+    assert not (tmp_path / "r").exists()
+
+
 def picture(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (10, 6)) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, colour).save(path)
@@ -122,6 +232,18 @@ def test_train_and_test_folders_are_kept_apart(tmp_path: Path) -> None:
     data = open_source(tmp_path).dataset(Training(image_size=2))
     assert data.train_x.shape == (12, 8) and data.test_x.shape == (12, 4)
     assert data.classes == ("other", "cat") and data.test_split is None
+
+
+def test_hidden_files_and_folders_in_a_class_folder_are_skipped(tmp_path: Path) -> None:
+    """A viewer's thumbnails (`cat/.thumbs/`) or a `.git/` are not pictures of the class."""
+    for name in ("cat", "dog"):
+        picture(tmp_path / name / "a.png", (1, 2, 3))
+        (tmp_path / name / ".thumbs").mkdir()
+        (tmp_path / name / ".thumbs" / "a.db").write_bytes(b"not a picture")
+        (tmp_path / name / ".DS_Store").write_bytes(b"not a picture")
+    picture(tmp_path / "cat" / ".hidden" / "deep" / "b.png", (9, 9, 9))
+    data = open_source(tmp_path).dataset(Training(image_size=2))
+    assert data.train_x.shape[1] + data.test_x.shape[1] == 2
 
 
 def test_the_same_folder_gives_the_same_bytes(tmp_path: Path) -> None:

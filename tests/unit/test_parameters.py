@@ -303,3 +303,40 @@ def test_a_step_that_cannot_fit_one_execution_is_refused() -> None:
     Parameters.from_dict({**raw, "neurons_per_task": fits})  # that one fits
     with pytest.raises(ParametersError):
         Parameters.from_dict({**raw, "neurons_per_task": fits - 1})
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('{"epochs": 10, "epochs": 20}', '"epochs"'),
+        ('{"neurons": {"layer1": 3, "layer1": 4}}', '"layer1"'),
+    ],
+)
+def test_a_field_named_twice_is_refused(text: str, field: str) -> None:
+    """json.loads would keep the last value without a word."""
+    raw = json.dumps(SEED)[:-1] + ", " + text[1:]  # the seed, then the repeated fields
+    with pytest.raises(ParametersError) as info:
+        Parameters.from_json(raw, source="p.json")
+    message = str(info.value)
+    assert message.startswith("p.json: ") and field in message and "twice" in message
+
+
+def test_the_documented_shuffle_seed_range_is_the_validated_one() -> None:
+    """docs/parameters.md states the largest shuffle_seed; that one is accepted, the next is
+    refused, and every epoch's seed (shuffle_seed + e + 1) is one numpy accepts."""
+    import re
+
+    import numpy as np
+
+    from snn.training import MAX_SHUFFLE_SEED
+
+    docs = (ROOT / "docs" / "parameters.md").read_text(encoding="utf-8")
+    row = next(line for line in docs.splitlines() if line.startswith("| `shuffle_seed` |"))
+    found = re.search(r"0 to ([\d,]+)", row)
+    assert found is not None, row
+    largest = int(found.group(1).replace(",", ""))
+    assert largest == MAX_SHUFFLE_SEED
+    assert Parameters.from_dict({**SEED, "shuffle_seed": largest}).training.shuffle_seed == largest
+    with pytest.raises(ParametersError, match='"shuffle_seed"'):
+        Parameters.from_dict({**SEED, "shuffle_seed": largest + 1})
+    np.random.RandomState(largest + 1_000_000)  # the last epoch's seed of the longest run

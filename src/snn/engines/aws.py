@@ -82,8 +82,19 @@ def resume(spec: RunSpec, stack_name: str, session: Any = None) -> RunResult:
         arn = description["executionArn"]  # nothing to start: follow it
     else:
         event = json.loads(description["input"])
-        st.runs.update(run_id, {"status": "RUNNING"}, when={"status": ("FAILED", "RUNNING")})
-        arn = start(st, event, name=keys.resumed_execution_name(run_id, int(time.time())))
+        name = keys.resumed_execution_name(run_id, int(time.time()))
+        # handed over to the new execution before it starts: its Init takes on only a run that
+        # names it (or no execution)
+        st.runs.update(
+            run_id,
+            {"status": "RUNNING", "execution": name},
+            when={"status": ("FAILED", "RUNNING"), "execution": current},
+        )
+        try:
+            arn = start(st, event, name=name)
+        except BaseException:
+            st.runs.update(run_id, {"execution": current}, when={"execution": name})
+            raise
     return _follow(st, spec, arn, int(record["committed_epoch"]), began, stack_name)
 
 

@@ -28,10 +28,7 @@ from snn import keys, stages
 from snn.errors import EventError, SnnError
 from snn.handlers import Event, handle
 from snn.parameters import Parameters
-from snn.sources import DATA_FIELDS, dataset_from_uploads
-
-# An h5 file of the data set is a few MB; anything far larger is not one.
-MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+from snn.sources import DATA_FIELDS, MAX_UPLOAD_BYTES, dataset_from_uploads
 
 
 def _upload(ctx: stages.Context, name: str, key: str) -> bytes:

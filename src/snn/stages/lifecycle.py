@@ -1,8 +1,11 @@
 """The stages that begin, hand over and end a run: Init, ContinueAsNew, Evaluate and
 RecordFailure. Their preconditions, each checked before anything is written:
 
-- Init: no run yet, or the identical run (same parameters, same data) still RUNNING; a run id
-  taken by another run is refused with nothing changed.
+- Init: no run yet, or the identical run (same parameters, same data) still RUNNING, carried by
+  no execution yet, by the calling one, or handed over to it (the successor that ContinueAsNew
+  starts at the committed step; a resumed run's new execution, which the resuming engine names
+  in the record first); a run id taken by another run, or a run that another execution carries,
+  is refused with nothing changed.
 - ContinueAsNew: the run is RUNNING at the event's step and names the calling execution; the
   run record names the next execution only once that execution exists. A retry that finds its
   successor already named succeeds without starting anything.
@@ -72,6 +75,7 @@ def init(
         raise EventError(f"run {run_id} exists with other data; choose another run id")
     if record["status"] != "RUNNING":
         raise EventError(f"run {run_id} is {record['status']}, not RUNNING")
+    carriers = _carriers(run_id, record, execution_name) if execution_name else None
     step = int(record.get("committed_step", 0))
     if step == 0:  # written again by a retry, with the same bytes
         for split, (x, y) in splits.items():
@@ -82,9 +86,29 @@ def init(
             for s in p.shards(layer):
                 ctx.store.put(keys.matrix_key(run_id, 0, "W", layer, s.index), W[s.lo : s.hi])
                 ctx.store.put(keys.matrix_key(run_id, 0, "b", layer, s.index), b[s.lo : s.hi])
-    if execution_name:
-        ctx.runs.update(run_id, {"execution": execution_name}, when={"status": "RUNNING"})
+    if carriers is not None:
+        ctx.runs.update(
+            run_id, {"execution": execution_name}, when={"status": "RUNNING", "execution": carriers}
+        )
     return epochs.plan(p, run_id, step, batches)
+
+
+def _carriers(run_id: str, record: dict[str, Any], execution_name: str) -> tuple[str | None, ...]:
+    """The executions (None: none yet) from which `execution_name` may take the run on, else
+    EventError: it takes on a run that no execution carries yet, carries on its own (a retry),
+    or is the successor that the carrying execution's ContinueAsNew starts at the committed
+    step, which may begin before ContinueAsNew names it in the record. A resumed run is named
+    in the record by whoever resumes it, before its execution starts. Any other execution would
+    take the run away from the one carrying it (whose ContinueAsNew and RecordFailure would then
+    be refused)."""
+    current = record.get("execution")
+    if current is None or current == execution_name:
+        return (execution_name, None)
+    step = int(record.get("committed_step", 0))
+    epoch, batch = divmod(step, int(record.get("batches", 1)))
+    if execution_name == keys.execution_name(run_id, epoch, batch):
+        return (current, execution_name)
+    raise EventError(f"run {run_id} is carried by execution {current}, not {execution_name}")
 
 
 def _splits(p: Parameters, dataset: Dataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -76,15 +76,17 @@ def loss(ctx: Context, run_id: str, epoch: int, batch: int) -> dict:
     AL = layer_matrix(ctx, step, "A", p.layers)
     Y = training_data(ctx, step, "y")
     weights = _weights(ctx, step) if p.training.l2 else []
+    # a saturated output (a confident model) has its cost computed from Z[L] (see nn.cost)
+    ZL = layer_matrix(ctx, step, "Z", p.layers) if nn.saturated(AL) else None
     if p.training.batch_size is None:
-        c = nn.cost(AL, Y)
+        c = nn.cost(AL, Y, ZL)
         if p.training.l2:
             c = c + nn.l2_cost(weights, p.training.l2, Y.shape[1])
         ctx.runs.record_cost(
             run_id, epoch, float(finite(np.asarray(c), "the cost", step, p.layers))
         )
     else:
-        c = nn.summed_cost(AL, Y)
+        c = nn.summed_cost(AL, Y, ZL)
         if p.training.l2:
             c = c + nn.l2_cost(weights, p.training.l2, 1)
         ctx.runs.record(
@@ -255,7 +257,8 @@ def _close_epoch(ctx: Context, step: Step, record: dict[str, Any]) -> dict[str, 
         ]
         X = ctx.store.get_cached(keys.data_key(run_id, "valid", "x"))
         Y = ctx.store.get_cached(keys.data_key(run_id, "valid", "y"))
-        cost = nn.cost(nn.forward(weights, p.activations, X), Y)
+        ZL, AL = nn.forward_output(weights, p.activations, X)
+        cost = nn.cost(AL, Y, ZL)
         finite(np.asarray(cost), "the validation cost", step, p.layers)
         ctx.runs.record(run_id, "valid", epoch, cost)
         best = record.get("best_epoch")

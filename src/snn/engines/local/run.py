@@ -142,8 +142,8 @@ def resume(
         for series, values in found.series.items():
             for number, value in values.items():
                 st.runs.record(found.run_id, series, number, value)
-        st.runs.update(found.run_id, {"status": "RUNNING"})
         name = keys.resumed_execution_name(found.run_id, int(time.time()))
+        st.runs.update(found.run_id, {"status": "RUNNING", "execution": name})  # handed over
         arn = start(st, found.execution_input, name=name)
         return _run(
             embedded, spec, found.execution_input, arn, found.summary, found.committed, began
