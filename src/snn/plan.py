@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from snn import keys
+from snn import keys, npz
 from snn.data import Dataset
 from snn.epoch import batches_per_epoch, training_examples
 from snn.errors import DataError, ParametersError
-from snn.npz import MAX_NPZ_BYTES
 from snn.parameters import Parameters
 
 
@@ -65,9 +64,9 @@ def check_run(p: Parameters, dataset: Dataset) -> None:
             "rename the class folders"
         ) from None
     size = model_bytes(p.layer_dims(dataset.n_x), info)
-    if size > MAX_NPZ_BYTES:
+    if size > npz.MAX_NPZ_BYTES:
         dims = "-".join(str(n) for n in p.layer_dims(dataset.n_x))
         raise ParametersError(
             f"a {dims} network's model.npz would take {size:,} bytes, over the limit of "
-            f"{MAX_NPZ_BYTES:,} that a model may unpack to: fewer or smaller layers"
+            f"{npz.MAX_NPZ_BYTES:,} that a model may unpack to: fewer or smaller layers"
         )
