@@ -116,7 +116,11 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         if args.engine == "direct":
             raise UsageError("--resume works with the local engine (a run folder) or --engine aws")
-        fixed = [flag for flag, value in _run_flags(args) if value is not None]
+        fixed = [
+            flag
+            for flag, value in _run_flags(args)
+            if value is not None and not (flag == "--out" and args.engine == "aws")
+        ]
         if fixed:
             raise UsageError(
                 f"--resume carries on the run as it was started: {', '.join(fixed)} cannot "
