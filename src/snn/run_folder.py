@@ -37,6 +37,9 @@ RESUME = "resume"
 PROGRESS_FORMAT = 1
 PARTIAL = ".results-"
 _PARTIAL_NAME = re.compile(r"\..+\.results-[a-z0-9_]{8}")
+_RUN_FILE = re.compile(
+    r"metrics\.json|model\.npz|neurons\.npz|cost\.png|progress\.json|resume|\.lock|\..+\.tmp"
+)
 
 
 class FolderError(SnnError):
@@ -180,6 +183,11 @@ def sweep(parent: Path) -> None:
         return
     for entry in entries:
         if not _PARTIAL_NAME.fullmatch(entry.name) or entry.is_symlink() or not entry.is_dir():
+            continue
+        try:  # only what a run folder holds: never a folder of the user's
+            if not all(_RUN_FILE.fullmatch(p.name) for p in entry.iterdir()):
+                continue
+        except OSError:
             continue
         try:
             fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)

@@ -228,15 +228,17 @@ def test_partial_results_a_killed_process_left_are_removed_by_the_next_run(
     the next run beside it removes it, but not one that a live process is writing (locked)."""
     runs = tmp_path / "runs"
     stale, live = runs / ".r3.results-abc12_xy", runs / ".r4.results-zzzzzzzz"
-    for folder in (stale, live):
+    users = runs / ".notes.results-aaaaaaaa"  # named alike, but not what a run writes
+    for folder in (stale, live, users):
         folder.mkdir(parents=True)
         (folder / "metrics.json").write_text("{")
+    (users / "notes.txt").write_text("mine")
     fd = os.open(live, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         code = main([*direct(tmp_path, synthetic_dir, "--out", str(runs / "r5")), "--quiet"])
         assert code == 0
-        assert not stale.exists() and live.is_dir()
+        assert not stale.exists() and live.is_dir() and users.is_dir()
     finally:
         os.close(fd)
 
