@@ -138,14 +138,14 @@ def run(args: argparse.Namespace) -> int:
     source = open_source(data, args.positive)
     dataset = source.dataset(p.training)  # validates the data before any run starts
     check_run(p, dataset)  # and what the end of the run checks
-    if not args.quiet:
-        dims = "-".join(str(n) for n in p.layer_dims(dataset.n_x))
-        err.print(
-            f"run {run_id}: {dims} network, {p.epochs} epochs, {args.engine} engine, "
-            f"{p.neurons_per_task} neuron(s) per task"
-        )
     given = str(data.resolve()) if args.data else None
     with RunFolder(_folder(args, run_id), new=True) as folder, stop_on_signals():
+        if not args.quiet:  # once the folder is taken: a refusal is one line
+            dims = "-".join(str(n) for n in p.layer_dims(dataset.n_x))
+            err.print(
+                f"run {run_id}: {dims} network, {p.epochs} epochs, {args.engine} engine, "
+                f"{p.neurons_per_task} neuron(s) per task"
+            )
         spec = _spec(args, p, data, run_id, folder, positive=args.positive, given=given)
         return _train(args, spec, resume=False)
 
