@@ -44,7 +44,7 @@ def model_bytes(layer_dims: list[int], info: dict[str, Any]) -> int:
 
 def check_run(p: Parameters, dataset: Dataset) -> None:
     """Refuse a run whose end would fail: a ParametersError or DataError naming why."""
-    from snn.predict import ModelError, _model_info
+    from snn.predict import ModelError, _model_info, image_size
 
     examples = training_examples(p, dataset.train_x.shape[1])
     batches = batches_per_epoch(p, examples)
@@ -63,6 +63,17 @@ def check_run(p: Parameters, dataset: Dataset) -> None:
             f"the data's class names ({names}) cannot be kept in a model: {reason}; "
             "rename the class folders"
         ) from None
+    taken = dataset.inputs
+    if taken.get("kind") == "image":  # the reader takes pictures of the side W1 gives
+        try:
+            side = image_size(dataset.n_x)
+        except ModelError as exc:
+            raise DataError(f"the data's pictures: {exc}") from None
+        if taken.get("size") != side:
+            raise DataError(
+                f"the data says {taken.get('size')!r}-pixel pictures, its examples hold "
+                f"{side} x {side}"
+            )
     size = model_bytes(p.layer_dims(dataset.n_x), info)
     if size > npz.MAX_NPZ_BYTES:
         dims = "-".join(str(n) for n in p.layer_dims(dataset.n_x))
