@@ -197,11 +197,15 @@ def test_a_failed_run_leaves_no_folder_it_made(
     assert not (tmp_path / "runs").exists()
 
 
+EMBEDDED = [pytest.mark.slow, pytest.mark.xdist_group("embedded")]
+
+
+@pytest.mark.parametrize("engine", ["direct", pytest.param("local", marks=EMBEDDED)])
 def test_a_signal_as_the_results_are_written_leaves_them_whole(
-    tmp_path, capsys, synthetic_dir, monkeypatch
+    engine, tmp_path, capsys, synthetic_dir, monkeypatch
 ) -> None:
-    """SIGTERM while the results folder is written: the run finishes, its folder whole, its
-    progress "succeeded"; no partial folder is left beside it."""
+    """SIGTERM while the results folder is written: the run finishes, its folder whole (no
+    resume state left in it), its progress "succeeded"; no partial folder is left beside it."""
     import snn.run_folder as run_folder
 
     original = run_folder.write_results
@@ -212,7 +216,9 @@ def test_a_signal_as_the_results_are_written_leaves_them_whole(
 
     monkeypatch.setattr(run_folder, "write_results", signalled)
     out = tmp_path / "run"
-    code = main(direct(tmp_path, synthetic_dir, "--out", str(out)))
+    args = direct(tmp_path, synthetic_dir, "--out", str(out))
+    args[args.index("direct")] = engine
+    code = main([*args, "--template", str(ROOT / "template.yaml")])
     assert code == 0, capsys.readouterr().err
     assert "SIGTERM" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == RESULTS
