@@ -2,7 +2,7 @@
 next to competing processes, with the project's BLAS threads and with the library's default.
 
     python bench/engines.py                      # 12288-7-1, 2,500 epochs, 2 repetitions
-    python bench/engines.py --quick              # a smoke run (a few minutes)
+    python bench/engines.py --quick              # a smoke run (20 s to a minute)
     python bench/engines.py --epochs 300 --threads both --load 1 \\
         --engines textbook,direct-layer,direct-neuron,local-layer --deep none
 

@@ -50,6 +50,23 @@ def stop_on_signals() -> Iterator[None]:
 
 
 @contextmanager
+def defer_signals() -> Iterator[list[str]]:
+    """While the block runs, SIGINT, SIGTERM and SIGHUP are noted, not acted on: what it does
+    (putting a run's results in place) ends whole. The list names the signals that came."""
+    came: list[str] = []
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        came.append(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, note) for s in (signal.SIGINT, *STOP_SIGNALS)}
+    try:
+        yield came
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextmanager
 def progress(total: int, first: int, quiet: bool) -> Iterator[Callable[[int, float], None]]:
     """Epoch and cost as the run goes: a live bar on a terminal, a line per tenth elsewhere."""
     if quiet:

@@ -20,6 +20,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -34,6 +35,11 @@ LOCK = ".lock"
 PROGRESS = "progress.json"
 RESUME = "resume"
 PROGRESS_FORMAT = 1
+PARTIAL = ".results-"
+_PARTIAL_NAME = re.compile(r"\..+\.results-[a-z0-9_]{8}")
+_RUN_FILE = re.compile(
+    r"metrics\.json|model\.npz|neurons\.npz|cost\.png|progress\.json|resume|\.lock|\..+\.tmp"
+)
 
 
 class FolderError(SnnError):
@@ -71,16 +77,22 @@ class RunFolder:
         self.path = Path(path)
         self.new = new
         self._fd: int | None = None
+        self.created: list[Path] = []  # the folders __enter__ made, the run folder first
 
     @property
     def resume_dir(self) -> Path:
         return self.path / RESUME
 
     def __enter__(self) -> RunFolder:
+        if not self.new and not self.path.is_dir():
+            raise FolderError(f"{self.path}: no such run folder")
+        created = [p for p in (self.path, *self.path.parents) if not p.exists()]
+        self.created = created
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
+            self.discard()
             raise FolderError(f"{self.path}: cannot be used as the run folder ({exc})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -95,7 +107,33 @@ class RunFolder:
             raise FolderError(
                 f"{self.path}: the run folder exists and is not empty; choose another --out"
             )
+        # The results are put in place from a folder beside this one: both must be writable
+        # now, not only once the run has trained.
+        for folder in (self.path, self.path.resolve().parent):
+            if not os.access(folder, os.W_OK | os.X_OK):
+                self.discard()
+                raise FolderError(f"{folder}: not writable, the run's results could not be kept")
+        sweep(self.path.resolve().parent)
         return self
+
+    def discard(self) -> None:
+        """Remove what this process made of a new run folder: the folder, if it made it (and the
+        parents it made, if empty), else its files only (a user's empty --out stays)."""
+        if not self.new:
+            return
+        if self.path in self.created:
+            shutil.rmtree(self.path, ignore_errors=True)
+            for parent in self.created[1:]:
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
+        elif self.path.is_dir():
+            for entry in self.path.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        entry.unlink()
+        self.close()
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -120,8 +158,12 @@ class RunFolder:
         """Put the results in place of the folder: written beside it, then swapped in by one
         rename. What the run kept while it went (resume state) goes with the old folder."""
         parent = self.path.parent
-        tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}{PARTIAL}", dir=parent))
+        # Locked while it is written, so that `sweep` leaves it alone; one that a killed process
+        # left behind is removed by the next run or resume in the same parent folder.
+        fd = os.open(tmp, os.O_RDONLY)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             os.chmod(tmp, 0o777 & ~_umask())
             write_results(tmp, result)
             if progress is not None:
@@ -129,6 +171,35 @@ class RunFolder:
             _swap(tmp, self.path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            os.close(fd)
+
+
+def sweep(parent: Path) -> None:
+    """Remove the partial results folders that processes killed while they wrote them left in
+    `parent` (hidden, named `.RUN.results-XXXXXXXX`); one still locked is being written."""
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if not _PARTIAL_NAME.fullmatch(entry.name) or entry.is_symlink() or not entry.is_dir():
+            continue
+        try:  # only what a run folder holds: never a folder of the user's
+            if not all(_RUN_FILE.fullmatch(p.name) for p in entry.iterdir()):
+                continue
+        except OSError:
+            continue
+        try:
+            fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            pass  # locked: being written
+        finally:
+            os.close(fd)
 
 
 def _swap(new: Path, target: Path) -> None:

@@ -96,6 +96,28 @@ def write_evaluation(folder: Path, evaluation: dict[str, Any]) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def trained_on(model: Model) -> str | None:
+    """The data its run was given with --data (metrics.json's "data"), if any: evaluated on it
+    rather than on the default data set."""
+    from snn.errors import DataError
+
+    if model.run_folder is None:
+        return None
+    try:
+        data = json.loads((model.run_folder / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    given = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(given, str):
+        return None
+    if not Path(given).exists():
+        raise DataError(
+            f"{model.run_folder}: its run was trained on {given}, which is no longer there; "
+            "give the data with --data"
+        )
+    return given
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -114,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from snn.sources import model_dataset
 
     model = load_model(args.model)
-    data_dir = resolve_data_dir(args.data)
+    data_dir = resolve_data_dir(args.data if args.data else trained_on(model))
     results = evaluate(model, model_dataset(data_dir, model))
 
     table = Table(

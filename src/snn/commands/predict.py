@@ -46,6 +46,11 @@ def run(args: argparse.Namespace) -> int:
     from snn.predict import ImageError, classify, load_image, load_model
 
     model = load_model(args.model)
+    if args.model is None:  # say which one: the newest run's, maybe not the one meant
+        err.print(
+            f"model: {model.path} (the newest run in runs/ with a model; --model chooses)",
+            markup=False,
+        )
     files: list[str] = []
     pictures = []
     failed = 0

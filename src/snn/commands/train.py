@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -20,6 +19,7 @@ from snn.engines import ENGINES, RunSpec
 from snn.errors import Interrupted, RunInterrupted, SnnError
 from snn.keys import check_run_id
 from snn.parameters import Parameters
+from snn.plan import check_run
 from snn.report import RunResult
 from snn.run_folder import RunFolder
 
@@ -29,6 +29,7 @@ from snn.run_folder import RunFolder
 # ContinueAsNew per execution); it finishes when none of them fails for good:
 # (1 - r^7)^85,100 >= 0.99 holds for r <= 0.1024 (at r = 0.10: 0.9915).
 MAX_FAULT_RATE = 0.10
+TEMPLATE = "template.yaml"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="local: the state machine on an embedded emulator (default); "
         "direct: the stages in a plain loop; aws: a deployed stack",
     )
-    train.add_argument("--params", default="parameters.json", help="default: ./parameters.json")
+    train.add_argument("--params", help="default: ./parameters.json")
     train.add_argument(
         "--data",
         help="the data: a folder with the two h5 files of the cat/non-cat set (default: "
@@ -69,8 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--template",
-        default="template.yaml",
-        help="the SAM template the local engine stands up (default: ./template.yaml)",
+        help="the SAM template the local engine stands up (default: ./template.yaml, else the "
+        "one beside the installed package's source)",
     )
     train.add_argument(
         "--resume",
@@ -123,12 +124,24 @@ def run(args: argparse.Namespace) -> int:
         if not 1 <= args.blas_threads <= 256:
             raise UsageError(f"--blas-threads must be from 1 to 256, got {args.blas_threads}")
         os.environ[blas.ENV] = str(args.blas_threads)  # the handlers of the local engine too
+    if args.engine == "local":
+        args.template = find_template(args.template)
     if args.resume:
         if args.engine == "direct":
             raise UsageError("--resume works with the local engine (a run folder) or --engine aws")
+        fixed = [
+            flag
+            for flag, value in _run_flags(args)
+            if value is not None and not (flag == "--out" and args.engine == "aws")
+        ]
+        if fixed:
+            raise UsageError(
+                f"--resume carries on the run as it was started: {', '.join(fixed)} cannot "
+                "change it (start a new run instead)"
+            )
         return _resume(args)
 
-    p = Parameters.load(args.params)
+    p = Parameters.load(args.params or "parameters.json")
     if args.epochs is not None:
         if args.epochs < 1:
             raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
@@ -137,18 +150,52 @@ def run(args: argparse.Namespace) -> int:
     data = resolve_data_dir(args.data)
     source = open_source(data, args.positive)
     dataset = source.dataset(p.training)  # validates the data before any run starts
-    if not args.quiet:
-        dims = "-".join(str(n) for n in p.layer_dims(dataset.n_x))
-        err.print(
-            f"run {run_id}: {dims} network, {p.epochs} epochs, {args.engine} engine, "
-            f"{p.neurons_per_task} neuron(s) per task"
-        )
-    if args.engine == "aws":
-        err.print(f"aws engine: {args.target.describe()}", markup=False)
+    check_run(p, dataset)  # and what the end of the run checks
+    given = str(data.resolve()) if args.data else None
     with RunFolder(_folder(args, run_id), new=True) as folder, stop_on_signals():
-        return _train(
-            args, _spec(args, p, data, run_id, folder, positive=args.positive), resume=False
-        )
+        if not args.quiet:  # once the folder is taken: a refusal is one line
+            dims = "-".join(str(n) for n in p.layer_dims(dataset.n_x))
+            err.print(
+                f"run {run_id}: {dims} network, {p.epochs} epochs, {args.engine} engine, "
+                f"{p.neurons_per_task} neuron(s) per task"
+            )
+        if args.engine == "aws":
+            err.print(f"aws engine: {args.target.describe()}", markup=False)
+        spec = _spec(args, p, data, run_id, folder, positive=args.positive, given=given)
+        return _train(args, spec, resume=False)
+
+
+def _run_flags(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """The flags that choose what a new run trains and where: fixed once the run has started."""
+    return [
+        ("--params", args.params),
+        ("--data", args.data),
+        ("--positive", args.positive),
+        ("--epochs", args.epochs),
+        ("--out", args.out),
+        ("--run-id", args.run_id),
+    ]
+
+
+def find_template(given: str | None) -> str:
+    """--template as given; by default ./template.yaml, else the one beside the installed
+    package's source (as `snn serve` finds the state machine), so that `snn train` runs from
+    any folder."""
+    from snn.cli import UsageError
+
+    if given is not None:
+        if not Path(given).is_file():
+            raise UsageError(f"--template {given}: no such file")
+        return given
+    import snn
+
+    for path in (Path(TEMPLATE), Path(snn.__file__).resolve().parents[2] / TEMPLATE):
+        if path.is_file():
+            return str(path)
+    raise UsageError(
+        f"no {TEMPLATE} here nor beside the installed package: give the SAM application's "
+        "template with --template FILE"
+    )
 
 
 def _folder(args: argparse.Namespace, run_id: str) -> Path:
@@ -163,10 +210,14 @@ def _spec(
     folder: RunFolder,
     costs: list[float] | None = None,
     positive: str | None = None,
+    given: str | None = None,
 ) -> RunSpec:
+    """`given`: the data as --data named it, kept in progress.json and metrics.json."""
     from snn.engines.progress import Progress, ProgressWriter
 
-    progress = Progress(run_id, args.engine, p.to_dict(), p.epochs, costs=list(costs or []))
+    progress = Progress(
+        run_id, args.engine, p.to_dict(), p.epochs, costs=list(costs or []), data=given
+    )
     writer = ProgressWriter(folder, progress)
     return RunSpec(p, data, run_id, folder=folder, progress=writer, positive=positive)
 
@@ -186,7 +237,9 @@ def _resume(args: argparse.Namespace) -> int:
             return _train(args, _spec(args, p, Path("."), run_id, folder, costs), resume=True)
     from snn.engines import local
 
-    with RunFolder(Path(args.resume), new=False) as folder, stop_on_signals():
+    path = Path(args.resume)
+    _check_resumable(path)  # before the folder is locked: a refused resume writes nothing
+    with RunFolder(path, new=False) as folder, stop_on_signals():
         found = local.saved_run(folder.resume_dir)
         p = found.parameters
         if not args.quiet:
@@ -195,14 +248,32 @@ def _resume(args: argparse.Namespace) -> int:
                 "local engine"
             )
         costs = [float(found.record["costs"][str(e)]) for e in range(found.committed)]
-        spec = _spec(args, p, Path("."), found.run_id, folder, costs)
+        given = (folder.read_progress() or {}).get("data")
+        given = given if isinstance(given, str) else None
+        spec = _spec(args, p, Path("."), found.run_id, folder, costs, given=given)
         return _train(args, spec, resume=True, found=found)
+
+
+def _check_resumable(path: Path) -> None:
+    """Refuse, in one line, a folder that holds nothing to resume: none, a finished run, a
+    resume state that cannot be read."""
+    from snn.engines.local import saved
+    from snn.run_folder import FolderError
+
+    if not path.is_dir():
+        raise FolderError(f"{path}: no such run folder")
+    if not (path / "resume" / saved.STATE).is_file() and (path / "metrics.json").is_file():
+        raise saved.ResumeError(
+            f"{path}: the run has finished (its results are there): nothing to resume; "
+            "start a new run to train it longer"
+        )
+    saved.load(path / "resume")
 
 
 def _train(args: argparse.Namespace, spec: RunSpec, resume: bool, found: Any = None) -> int:
     """Run the engine with a progress display, and end as the run ends: the results in place of
     the run folder, or progress.json saying how the run failed or was stopped."""
-    from snn.cli import out, progress
+    from snn.cli import defer_signals, err, out, progress
 
     assert spec.progress is not None and spec.folder is not None
     spec.progress.publish(force=True)
@@ -218,19 +289,58 @@ def _train(args: argparse.Namespace, spec: RunSpec, resume: bool, found: Any = N
         _ended(spec, "failed", str(exc))
         raise
     except (KeyboardInterrupt, Interrupted):
-        _ended(spec, "interrupted", "interrupted; the direct engine keeps nothing to resume")
+        _ended(spec, "interrupted", _stopped(args, spec))
         raise
     spec.progress.progress.status = "succeeded"
-    spec.folder.finish(result, spec.progress.progress.to_dict())
+    if spec.progress.progress.data is not None:
+        result.extra["data"] = spec.progress.progress.data
+    with defer_signals() as deferred:  # the results appear whole, a signal or not
+        spec.folder.finish(result, spec.progress.progress.to_dict())
     if not args.quiet:
         out.print(
             f"final cost {result.costs[-1]:.6f}  train accuracy {result.train_accuracy:.2f}  "
             f"test accuracy {result.test_accuracy:.2f}  ({result.wall_seconds:.1f} s)"
         )
+        _early_stop_note(result)
         out.print(
             f"run folder: {spec.folder.path}  (metrics.json, model.npz, neurons.npz, cost.png)"
         )
+    if deferred:
+        err.print(
+            f"snn: {deferred[0]} came as the results were put in place: the run finished",
+            markup=False,
+        )
     return 0
+
+
+def _stopped(args: argparse.Namespace, spec: RunSpec) -> str:
+    """What a run stopped outside the engine's own handling (a second Ctrl-C while it saved, a
+    signal as it ended) leaves: the resume command if a resume state was saved."""
+    from snn.cli import err
+
+    assert spec.folder is not None
+    if args.engine == "direct":
+        return "interrupted; the direct engine keeps nothing to resume"
+    if (spec.folder.resume_dir / "state.json").is_file():
+        hint = f"snn train --resume {spec.folder.path}"
+        err.print(f"snn: the run can be resumed with: {hint}", markup=False)
+        return f"interrupted; resume it with: {hint}"
+    return "interrupted; nothing to resume (the run had not saved its state)"
+
+
+def _early_stop_note(result: RunResult) -> None:
+    from snn.cli import out
+
+    epochs, done = result.parameters.get("epochs"), len(result.costs)
+    model_epoch = result.extra.get("model_epoch")
+    if result.extra.get("stopped_early") or (isinstance(epochs, int) and done < epochs):
+        note = f"stopped early after {done} of {epochs} epochs"
+        if isinstance(model_epoch, int):
+            note += (
+                f": the model is epoch {model_epoch + 1}'s, the best validation cost "
+                f"(model_epoch {model_epoch} in metrics.json, counted from 0)"
+            )
+        out.print(note)
 
 
 def _engine_run(args: argparse.Namespace, spec: RunSpec, resume: bool, found: Any) -> RunResult:
@@ -251,9 +361,9 @@ def _engine_run(args: argparse.Namespace, spec: RunSpec, resume: bool, found: An
 
 
 def _ended(spec: RunSpec, status: str, message: str) -> None:
-    """progress.json says how the run ended; a new run that left nothing to resume leaves no
-    folder behind."""
+    """progress.json says how the run ended; a new run that left nothing to resume leaves
+    nothing behind (a folder it was given stays, empty)."""
     assert spec.progress is not None and spec.folder is not None
     spec.progress.end(status, message)
     if spec.folder.new and not spec.folder.resume_dir.exists():
-        shutil.rmtree(spec.folder.path, ignore_errors=True)
+        spec.folder.discard()

@@ -100,6 +100,7 @@ class Progress:
     error: str | None = None
     resumable_from: int | None = None  # the epoch the saved resume state starts from
     started_at: str = field(default_factory=iso_now)
+    data: str | None = None  # the data given with --data, so that the finished run names it
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -119,6 +120,7 @@ class Progress:
             "active": self.tracker.active(),
             "error": self.error,
             "resumable_from": self.resumable_from,
+            "data": self.data,
         }
 
 
