@@ -23,6 +23,7 @@ from snn.cli import main
 from snn.engines import direct, local
 from snn.errors import RunFailed
 from snn.run_folder import RunFolder
+from snn.stages import state_keys
 from tests.helpers import (
     ROOT,
     assert_same_run,
@@ -355,6 +356,9 @@ def test_an_early_stopping_run_saved_after_its_best_epoch_resumes_bit_identical(
         local.train(spec(p, data, folder=folder), template)
     state = json.loads((tmp_path / "run" / "resume" / "state.json").read_text())
     assert (state["record"]["committed_epoch"], state["record"]["best_epoch"]) == (2, 0)
+    # the manifest is the list of what the run reads from here on, the best epoch's weights too
+    assert set(state["manifest"]) == state_keys("r", state["record"], state["execution_input"])
+    assert "scratch/r/step/000000003/W/layer001/shard00000.npy" in state["manifest"]
     with RunFolder(tmp_path / "run", new=False) as folder:
         resumed = local.resume(spec(p, data, folder=folder), ROOT / "template.yaml")
     assert_same_run(resumed, clean)
