@@ -15,14 +15,18 @@ printed), so a cell always proves the same thing:
   --engine direct` at step k, checks that `--resume` refuses its folder, and runs it again: the
   only way on, and it gives the same numbers.
 Faults: the local and AWS engines' Lambda service fails 5 % of invocations (half before the
-handler runs, half after it wrote its outputs) and the state machine's Retry recovers. The direct
-engine has no Lambda service: there each step's stage is delivered again at that rate (a stage
-that ran, whose answer was lost), which is what the Retry makes of a fault after the handler.
+handler runs, half after it wrote its outputs) and the state machine's Retry recovers; the
+generator is seeded so that every run meets both kinds. The direct engine has no Lambda service:
+there each step's stage is delivered again at that rate (a stage that ran, whose answer was
+lost), which is what the Retry makes of a fault after the handler.
+
+Examples run EPOCHS epochs (at least MIN_STEPS steps) on 100 training examples of 4x4 pictures.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -42,7 +46,7 @@ from snn import stages
 from snn.cli import main
 from snn.data import synthetic_images, write_h5_pair
 from snn.engines import aws, direct, local
-from snn.engines.local import EmbeddedStack
+from snn.engines.local import EmbeddedStack, LambdaService
 from snn.epoch import batches_per_epoch
 from snn.errors import RunFailed
 from snn.parameters import Parameters
@@ -62,6 +66,11 @@ EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.json"))
 ENGINES = ("direct", "local", "aws")
 MODES = ("clean", "killed", "faults")
 EPOCHS = 2
+# Enough steps to kill a run at one of several.
+MIN_STEPS = 4
+# The faults' generator is seeded with this: among its first 11 draws one fails an invocation
+# before its handler runs and one after, so every run meets both kinds.
+FAULT_SEED = 9
 M_TRAIN, M_TEST = 100, 20  # mini-batches of 64: two an epoch, with or without a validation set
 FAULT_RATE = 0.05
 TEMPLATE = ROOT / "template.yaml"
@@ -89,8 +98,11 @@ sys.exit(main(sys.argv[2:]))
 
 
 def example(name: str) -> Parameters:
+    """The example with EPOCHS epochs, or as many more as make MIN_STEPS steps."""
     raw = json.loads((ROOT / "examples" / name).read_text())
-    return Parameters.from_dict({**raw, "epochs": EPOCHS})
+    p = Parameters.from_dict({**raw, "epochs": EPOCHS})
+    batches = steps(p)[0]
+    return Parameters.from_dict({**raw, "epochs": max(EPOCHS, math.ceil(MIN_STEPS / batches))})
 
 
 def steps(p: Parameters) -> tuple[int, int]:
@@ -173,7 +185,7 @@ def direct_clean(name: str, p: Parameters, data: Path, tmp_path: Path) -> RunRes
 
 
 def direct_faults(name: str, p: Parameters, data: Path, tmp_path: Path) -> RunResult:
-    rng = random.Random(f"{name}/direct/faults")
+    rng = random.Random(FAULT_SEED)
     delivered = []
 
     def again(stage: Any) -> Any:
@@ -191,6 +203,7 @@ def direct_faults(name: str, p: Parameters, data: Path, tmp_path: Path) -> RunRe
             mp.setitem(stages.STEP_STAGES, stage_name, again(stage))
         result = direct.train(spec(p, data))
     print(f"{name} on direct: {len(delivered)} stages delivered twice")
+    assert delivered
     return result
 
 
@@ -219,6 +232,7 @@ def local_clean(name: str, p: Parameters, data: Path, tmp_path: Path) -> RunResu
 def local_faults(name: str, p: Parameters, data: Path, tmp_path: Path) -> RunResult:
     result = local.train(spec(p, data), TEMPLATE, fault_rate=FAULT_RATE)
     print(f"{name} on local: faults {dict(result.extra['injected_faults'])}")
+    assert set(result.extra["injected_faults"]) == {"before_handler", "after_handler"}
     return result
 
 
@@ -257,6 +271,7 @@ def aws_faults(name: str, p: Parameters, data: Path, tmp_path: Path) -> RunResul
         result = aws.train(spec(p, data), deployed(embedded), boto3.DEFAULT_SESSION)
         assert embedded.lambdas is not None
         print(f"{name} on aws: faults {dict(embedded.lambdas.faults)}")
+        assert set(embedded.lambdas.faults) == {"before_handler", "after_handler"}
     return result
 
 
@@ -313,8 +328,15 @@ CELLS = {
 
 @pytest.fixture
 def fast_follow(monkeypatch: pytest.MonkeyPatch, aws_env: None) -> None:
-    """The AWS engine polls its run every 2 s; the emulated stack answers at once."""
+    """The AWS engine polls its run every 2 s; the emulated stack answers at once. And the
+    faults' generator seeded with FAULT_SEED."""
     monkeypatch.setattr(aws, "FOLLOW_SECONDS", 0.2)
+    init = LambdaService.__init__
+
+    def seeded(self: LambdaService, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **{**kwargs, "fault_seed": FAULT_SEED})
+
+    monkeypatch.setattr(LambdaService, "__init__", seeded)
 
 
 @pytest.mark.parametrize("mode", MODES)
