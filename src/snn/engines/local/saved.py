@@ -77,11 +77,6 @@ class SavedRun:
         return Parameters.from_json(self.record["parameters"])
 
 
-def required_keys(saved_record: dict[str, Any], run_id: str, event: dict[str, str]) -> set[str]:
-    """The objects a new execution reads, from the committed step on (`stages.state_keys`)."""
-    return state_keys(run_id, saved_record, event)
-
-
 class Snapshots:
     """Keeps resume/ up to date from the embedded stack's objects and run record."""
 
@@ -122,7 +117,7 @@ class Snapshots:
 
     def _save(self, record: dict[str, Any], summary: dict[str, Any]) -> None:
         committed, step = int(record["committed_epoch"]), int(record["committed_step"])
-        wanted = required_keys(record, self.run_id, self.event)
+        wanted = state_keys(self.run_id, record, self.event)
         objects = self.dir / OBJECTS
         for key in sorted(wanted - set(self.manifest)):
             data = self.st.store.get_bytes(key)
@@ -264,7 +259,7 @@ def _parse(state: Any) -> SavedRun:
 def objects(resume_dir: Path, saved: SavedRun) -> list[tuple[str, bytes]]:
     """The saved objects, each checked: present, equal to its sha256, and for matrices finite
     float64; the uploads also against the sha256 in their keys."""
-    missing = required_keys(saved.record, saved.run_id, saved.execution_input)
+    missing = state_keys(saved.run_id, saved.record, saved.execution_input)
     missing -= set(saved.manifest)
     if missing:
         raise ResumeError(f"{resume_dir / STATE}: incomplete, {sorted(missing)[0]} is not saved")
