@@ -336,3 +336,22 @@ def huge_h5_pair(folder: Path, m: int = 10**7) -> Path:
         h5.create_dataset("train_set_y", shape=(m,), dtype=np.int64, chunks=True)
         h5.create_dataset("list_classes", data=np.array([b"non-cat", b"cat"]))
     return folder
+
+
+def early_stopping_data(folder: Path, m: int = 60, shuffle_seed: int = 7) -> Path:
+    """Two classes of 4x4 pictures whose held-out validation examples (a quarter, split with
+    `shuffle_seed`) are labelled against the pattern the training examples teach: the better a
+    network learns, the worse its validation cost, so its best epoch comes early. The h5 pair's
+    folder."""
+    from snn.data import write_h5_pair
+
+    rng = np.random.default_rng(4)
+    labels = np.arange(m) % 2
+    means = np.array([60.0, 190.0])
+    images = np.clip(
+        means[labels][:, None, None, None] + rng.normal(0, 8, (m, 4, 4, 3)), 0, 255
+    ).astype(np.uint8)
+    _, held = nn.validation_split(m, 0.25, shuffle_seed)
+    flipped = labels.copy()
+    flipped[held] = 1 - flipped[held]
+    return write_h5_pair(folder, images, flipped, images[:8], labels[:8])

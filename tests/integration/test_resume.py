@@ -20,8 +20,19 @@ import numpy as np
 import pytest
 
 from snn.cli import main
-from snn.engines import direct
-from tests.helpers import ROOT, spec, tiny_parameters, with_handler
+from snn.engines import direct, local
+from snn.errors import RunFailed
+from snn.run_folder import RunFolder
+from snn.stages import state_keys
+from tests.helpers import (
+    ROOT,
+    assert_same_run,
+    early_stopping_data,
+    network,
+    spec,
+    tiny_parameters,
+    with_handler,
+)
 
 pytestmark = pytest.mark.xdist_group("embedded")
 
@@ -313,3 +324,42 @@ def test_an_untampered_saved_run_resumes_bit_identical(
         == 0
     )
     assert_equals_direct(saved_run, 5, synthetic_dir)
+
+
+# --- early stopping ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_an_early_stopping_run_saved_after_its_best_epoch_resumes_bit_identical(
+    tmp_path: Path,
+) -> None:
+    """A 2-layer Adam run with mini-batches that watches a validation set is best at epoch 0 and
+    is saved at epoch 2 (its Commit broke there): the resume state holds the best epoch's
+    weights, which the model is made of, and the resumed run ends as one never stopped (it stops
+    early at the same epoch, with the same costs and the same model)."""
+    data = early_stopping_data(tmp_path / "data")
+    p = network(
+        [4, 1],
+        epochs=40,
+        learning_rate=0.01,
+        initialization="xavier",
+        batch_size=16,
+        optimizer={"name": "adam"},
+        validation=0.25,
+        early_stopping={"patience": 3},
+        shuffle_seed=7,
+    )
+    clean = direct.train(spec(p, data))
+    assert clean.extra["best_epoch"] == 0 and len(clean.costs) == 4  # stopped early
+    template = with_handler(tmp_path, "commit", "tests.faulty_handlers.commit_fails_at_epoch_2")
+    with RunFolder(tmp_path / "run") as folder, pytest.raises(RunFailed):
+        local.train(spec(p, data, folder=folder), template)
+    state = json.loads((tmp_path / "run" / "resume" / "state.json").read_text())
+    assert (state["record"]["committed_epoch"], state["record"]["best_epoch"]) == (2, 0)
+    # the manifest is the list of what the run reads from here on, the best epoch's weights too
+    assert set(state["manifest"]) == state_keys("r", state["record"], state["execution_input"])
+    assert "scratch/r/step/000000003/W/layer001/shard00000.npy" in state["manifest"]
+    with RunFolder(tmp_path / "run", new=False) as folder:
+        resumed = local.resume(spec(p, data, folder=folder), ROOT / "template.yaml")
+    assert_same_run(resumed, clean)
+    assert resumed.extra["model_epoch"] == 0

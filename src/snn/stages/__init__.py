@@ -26,6 +26,7 @@ from snn.stages.lifecycle import (
     neuron_history,
     record_failure,
 )
+from snn.stages.state import state_keys
 from snn.stages.training import (
     CHECKPOINT_EVERY,
     NEURON_SAMPLES,
@@ -79,5 +80,6 @@ __all__ = [
     "next_weights",
     "record_failure",
     "sampled_epochs",
+    "state_keys",
     "update",
 ]

@@ -2,9 +2,10 @@
 
     resume/state.json       the run record (costs included), the execution input, what earlier
                             executions did, and a manifest: the sha256 of every object below
-    resume/objects/<key>    the objects a new execution reads: parameters.json, the two
-                            uploads, the preprocessed data, the weights entering the committed
-                            epoch, the neuron statistics so far
+    resume/objects/<key>    the objects a new execution reads (`stages.state_keys`):
+                            parameters.json, the uploads, the preprocessed data, the weights
+                            and optimizer state entering the committed step, the best epoch's
+                            weights (early stopping), the neuron statistics so far
 
 It is written at most every few seconds while the run goes (`Snapshots`), and once more when
 the run fails or is interrupted, so a run killed outright (SIGKILL, power loss) loses at most
@@ -35,7 +36,7 @@ from snn.engines.stack import Stack
 from snn.errors import SnnError
 from snn.parameters import Parameters
 from snn.run_folder import write_json
-from snn.stages import next_weights
+from snn.stages import state_keys
 from snn.stores import CorruptObject, MissingObject, from_npy
 
 FORMAT = 2
@@ -74,14 +75,6 @@ class SavedRun:
     @property
     def parameters(self) -> Parameters:
         return Parameters.from_json(self.record["parameters"])
-
-
-def required_keys(p: Parameters, run_id: str, step: int, event: dict[str, str]) -> set[str]:
-    """The objects a new execution reads, from the committed step on."""
-    needed = {v for k, v in event.items() if k != "run_id"}
-    splits = keys.SPLITS if p.training.validation is not None else ("train", "test")
-    needed |= {keys.data_key(run_id, split, part) for split in splits for part in "xy"}
-    return needed | next_weights(p, run_id, step - 1)
 
 
 class Snapshots:
@@ -124,9 +117,7 @@ class Snapshots:
 
     def _save(self, record: dict[str, Any], summary: dict[str, Any]) -> None:
         committed, step = int(record["committed_epoch"]), int(record["committed_step"])
-        p = Parameters.from_json(record["parameters"])
-        wanted = required_keys(p, self.run_id, step, self.event)
-        wanted |= self.st.store.keys_under(f"{keys.run_prefix(self.run_id)}neurons/")
+        wanted = state_keys(self.run_id, record, self.event)
         objects = self.dir / OBJECTS
         for key in sorted(wanted - set(self.manifest)):
             data = self.st.store.get_bytes(key)
@@ -223,6 +214,11 @@ def _parse(state: Any) -> SavedRun:
         raise ValueError(f"batches {batches!r} is not a whole number >= 1")
     if not isinstance(step, int) or step // batches != committed or step > p.epochs * batches:
         raise ValueError(f"committed_step {step!r} is not in epoch {committed}")
+    examples, best = record.get("examples"), record.get("best_epoch")
+    if not isinstance(examples, int) or examples < 1:
+        raise ValueError(f"examples {examples!r} is not a whole number >= 1")
+    if best is not None and (not isinstance(best, int) or not 0 <= best < committed):
+        raise ValueError(f"best_epoch {best!r} is not in 0..{committed - 1}")
     series = {}
     watched = 0 if p.training.validation is None else committed
     mini = p.training.batch_size is not None
@@ -263,7 +259,7 @@ def _parse(state: Any) -> SavedRun:
 def objects(resume_dir: Path, saved: SavedRun) -> list[tuple[str, bytes]]:
     """The saved objects, each checked: present, equal to its sha256, and for matrices finite
     float64; the uploads also against the sha256 in their keys."""
-    missing = required_keys(saved.parameters, saved.run_id, saved.step, saved.execution_input)
+    missing = state_keys(saved.run_id, saved.record, saved.execution_input)
     missing -= set(saved.manifest)
     if missing:
         raise ResumeError(f"{resume_dir / STATE}: incomplete, {sorted(missing)[0]} is not saved")
