@@ -131,9 +131,8 @@ def run(args: argparse.Namespace) -> int:
             f"{p.neurons_per_task} neuron(s) per task"
         )
     with RunFolder(_folder(args, run_id), new=True) as folder, stop_on_signals():
-        return _train(
-            args, _spec(args, p, data, run_id, folder, positive=args.positive), resume=False
-        )
+        spec = _spec(args, p, data, run_id, folder, positive=args.positive, inputs=dataset.n_x)
+        return _train(args, spec, resume=False)
 
 
 def _folder(args: argparse.Namespace, run_id: str) -> Path:
@@ -148,10 +147,15 @@ def _spec(
     folder: RunFolder,
     costs: list[float] | None = None,
     positive: str | None = None,
+    inputs: int | None = None,
 ) -> RunSpec:
     from snn.engines.progress import Progress, ProgressWriter
 
+    if inputs is None:  # a resumed run: what its first process said
+        before = folder.read_progress()
+        inputs = before.get("inputs") if isinstance(before, dict) else None
     progress = Progress(run_id, args.engine, p.to_dict(), p.epochs, costs=list(costs or []))
+    progress.inputs = inputs if isinstance(inputs, int) else None
     writer = ProgressWriter(folder, progress)
     return RunSpec(p, data, run_id, folder=folder, progress=writer, positive=positive)
 
