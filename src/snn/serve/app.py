@@ -189,7 +189,7 @@ def create_app(
                 if state != last or payload["costs"]:
                     yield f"event: progress\ndata: {json.dumps(payload, allow_nan=False)}\n\n"
                     last, quiet = state, 0.0
-                    sent = payload["costs_from"] + payload["costs_step"] * len(payload["costs"])
+                    sent = payload["epoch"]  # every epoch so far was considered
                 del payload
                 if run.status != "running":
                     yield "event: end\ndata: {}\n\n"

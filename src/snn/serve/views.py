@@ -21,6 +21,7 @@ MAX_NEURONS_SHOWN = 32  # per layer on a run's page: tables, histograms, weight 
 MAX_MODELS = 4  # models kept in memory
 MAX_DATASETS = 2  # data sets kept in memory, each read as one run read it
 LIVE_POINTS = 2000  # at most this many costs of a run on its live page: every k-th epoch's
+ZIP_SLACK = 2**20  # an .npz file's bytes beyond its arrays' (the zip's headers and directory)
 
 
 def text(value: str) -> str:
@@ -73,8 +74,8 @@ class Server:
         """The run's model, as `snn predict` reads it, from the run folder's own files only:
         model.npz opened without following a link and up to the model reader's limit, the
         parameters from the metrics.json already read so."""
+        from snn import npz
         from snn.errors import ParametersError
-        from snn.npz import MAX_NPZ_BYTES
         from snn.parameters import Parameters
         from snn.predict import Model, ModelError, check_model, default_activations, read_model
 
@@ -95,8 +96,9 @@ class Server:
                 if key in self._models:
                     self._models.move_to_end(key)
                     return self._models[key]
-            if found.st_size > MAX_NPZ_BYTES + 2**20:  # its arrays, and the zip's directory
-                raise ModelError(f"run {run.name}: model.npz is over {MAX_NPZ_BYTES:,} bytes")
+            if found.st_size > npz.MAX_NPZ_BYTES + ZIP_SLACK:
+                limit = npz.MAX_NPZ_BYTES + ZIP_SLACK
+                raise ModelError(f"run {run.name}: model.npz is over {limit:,} bytes")
             data = f.read()
         weights, info = read_model(data, "model.npz")
         del data
@@ -168,8 +170,7 @@ class Server:
 
     def inspection(self, name: str) -> dict[str, Any]:
         """Per layer, what `snn inspect` computes, for the first MAX_NEURONS_SHOWN neurons."""
-        from snn import inspection
-        from snn.npz import MAX_NPZ_BYTES
+        from snn import inspection, npz
 
         run = self.runs.get(name, whole=False)
         model = self.model(run)
@@ -177,7 +178,7 @@ class Server:
         widths = [W.shape[0] for W, _ in model.weights]
         history_file = run.folder / "neurons.npz"
         try:
-            history_bytes = read_bytes(history_file, MAX_NPZ_BYTES + 2**20)
+            history_bytes = read_bytes(history_file, npz.MAX_NPZ_BYTES + ZIP_SLACK)
             epochs, history, why = inspection.read_history(history_file, widths, history_bytes)
         except RunError as exc:  # missing, a link, or too big: no gradient history
             epochs, history, why = np.array([], dtype=np.int64), None, str(exc)
@@ -245,8 +246,10 @@ class Server:
         )
 
     def live(self, run: Run, sent: int) -> dict[str, Any]:
-        """A run's progress for the live page, with the costs from index `sent` on: those of
-        every `costs_step`-th epoch, so that a long run sends at most LIVE_POINTS of them."""
+        """A run's progress for the live page, with the costs of the epochs from `sent` on
+        (the epochs done when it last sent some): those of every `costs_step`-th epoch, so that
+        a long run sends at most LIVE_POINTS of them. A run with fewer costs than that (a new
+        run of the same name) sends them all again."""
         progress = run.progress or {}
         costs = run.costs
         start = sent if len(costs) >= sent else 0
