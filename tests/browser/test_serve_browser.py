@@ -250,8 +250,13 @@ def test_every_table_fits_a_1280_pixel_window_and_the_best_model_is_offered(
     runs = tmp_path / "runs"
     names = [f"run-20260131-100000-{k:04d}-a1b2c3d4e5f60718293a" for k in range(3)]
     executions = [
-        {"name": n, "status": "SUCCEEDED", "history_events": 123_456, "first_epoch": 100 * k,
-         "last_epoch": 100 * k + 99}  # fmt: skip
+        {
+            "name": n,
+            "status": "SUCCEEDED",
+            "history_events": 123_456,
+            "first_epoch": 100 * k,
+            "last_epoch": 100 * k + 99,
+        }
         for k, n in enumerate(names)
     ]
     fakes.finished(runs, "better", test_accuracy=0.9, executions=executions)

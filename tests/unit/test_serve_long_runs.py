@@ -233,3 +233,37 @@ def test_a_file_read_without_its_costs_says_what_the_whole_file_says(text: str) 
             assert all(same(float(a), float(b)) for a, b in zip(value, brief[key], strict=True))
         else:
             assert brief[key] == value
+
+
+def test_a_new_version_of_a_file_is_parsed_once_for_every_reader_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight live pages poll a run whose progress.json was just rewritten: one of them parses
+    it, the others wait for that copy (eight copies at once is what a long run cannot afford)."""
+    import threading
+
+    from snn.serve.runs import Runs
+
+    fakes.in_progress(tmp_path, "going", epoch=20_000, costs=long_costs(20_000), epochs=40_000)
+    parses: list[int] = []
+
+    def loads(data: Any, **kwargs: Any) -> Any:
+        parses.append(len(data))
+        return json.loads(data, **kwargs)
+
+    monkeypatch.setattr(runs_module, "json", types.SimpleNamespace(loads=loads))
+    runs, start = Runs(tmp_path), threading.Barrier(8)
+    got: list[Any] = []
+
+    def poll() -> None:
+        start.wait()
+        got.append(runs.get("going"))
+
+    pollers = [threading.Thread(target=poll) for _ in range(8)]
+    for poller in pollers:
+        poller.start()
+    for poller in pollers:
+        poller.join()
+    assert len(parses) == 1
+    assert len({id(run.progress) for run in got}) == 1  # one copy, shared
+    assert got[0].epoch == 20_000

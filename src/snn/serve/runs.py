@@ -267,11 +267,19 @@ class _Parsed:
     def __init__(self, size: int) -> None:
         self.size = size
         self.items: OrderedDict[tuple, dict[str, Any] | RunError] = OrderedDict()
+        self.reading: dict[str, threading.Lock] = {}  # one reader of a file at a time
 
     def read(self, path: Path, whole: bool) -> dict[str, Any] | None:
-        """The JSON object of a file (None if there is none): a RunError if it cannot be read."""
+        """The JSON object of a file (None if there is none): a RunError if it cannot be read.
+        A new version is parsed by one thread; the others that want it wait and share it."""
         if not os.path.lexists(path):
             return None
+        with _LOCK:
+            reading = self.reading.setdefault(str(path), threading.Lock())
+        with reading:
+            return self._read(path, whole)
+
+    def _read(self, path: Path, whole: bool) -> dict[str, Any] | None:
         found = _regular(path)
         key = None if found is None else _version(path, found, whole)
         with _LOCK:
