@@ -179,6 +179,7 @@ def test_live_pages_are_capped_with_a_clear_503(tmp_path: Path) -> None:
     assert again.status == 200 and first_event(again)["name"] == "going"
 
 
+@pytest.mark.slow
 def test_the_runs_page_counts_the_costs_without_parsing_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
