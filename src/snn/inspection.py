@@ -82,11 +82,14 @@ def layers(
     return found
 
 
-def read_history(path: Path, neurons: list[int]) -> tuple[np.ndarray, list[dict] | None, str]:
-    """The sampled epochs and, per layer, {"dW_norm", "db_abs"} from neurons.npz; None (with
-    the reason) when the file is missing or does not match the model (neurons: per layer)."""
+def read_history(
+    path: Path, neurons: list[int], data: bytes | None = None
+) -> tuple[np.ndarray, list[dict] | None, str]:
+    """The sampled epochs and, per layer, {"dW_norm", "db_abs"} from neurons.npz (or from data,
+    its bytes read already); None (with the reason) when the file is missing or does not match
+    the model (neurons: per layer)."""
     none = np.array([], dtype=np.int64)
-    if not path.is_file():
+    if data is None and not path.is_file():
         return none, None, f"{path.name} not found"
 
     def valid(key: str) -> bool:
@@ -94,7 +97,7 @@ def read_history(path: Path, neurons: list[int]) -> tuple[np.ndarray, list[dict]
         return match is not None and (match[1] is None or int(match[1]) <= len(neurons))
 
     try:
-        arrays = read_npz(path, path.name, valid)
+        arrays = read_npz(path if data is None else data, path.name, valid)
     except NpzError as exc:
         return none, None, f"{path.name} cannot be read ({exc})"
     epochs = arrays.get("epochs")

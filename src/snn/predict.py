@@ -40,6 +40,9 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow warns above this and raises above 
 # HEIF or WebP, so this leaves room for PNG and TIFF while bounding what one picture costs in
 # memory (`snn serve` holds an upload whole).
 MAX_PICTURE_BYTES = 64 * 2**20
+# A model's metrics.json is read for its parameters only; a million epochs' costs make about
+# 25 MB of it, so a larger one is not a run's.
+MAX_METRICS_BYTES = 64 * 2**20
 
 # Downscaling a photo to 64 x 64 throws away most of its pixels. LANCZOS weighs a wide
 # neighbourhood of source pixels for each output pixel, so it averages detail away instead of
@@ -220,7 +223,11 @@ def default_activations(layers: int) -> tuple[str, ...]:
 def parameters_from_metrics(path: Path) -> Parameters:
     """The parameters of a run, from the "parameters" of its metrics.json."""
     try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            data = f.read(MAX_METRICS_BYTES + 1)
+        if len(data) > MAX_METRICS_BYTES:
+            raise ModelError(f"{path}: over the limit of {MAX_METRICS_BYTES:,} bytes")
+        metrics = json.loads(data.decode("utf-8"))
         return Parameters.from_dict(metrics["parameters"])
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"{path}: cannot be read ({exc})") from None

@@ -212,3 +212,76 @@ def test_a_local_run_watched_live(
         if training.poll() is None:
             training.terminate()
             training.wait(timeout=60)
+
+
+IN_VIEW = """(table) => {
+  // the right edge of its last column, and what of the page shows it: the viewport, narrowed
+  // by every box around it that clips or scrolls what overflows it
+  const right = Math.max(...[...table.querySelectorAll("tr > :last-child")]
+    .map((cell) => cell.getBoundingClientRect().right));
+  let shown = document.documentElement.clientWidth;
+  for (let box = table.parentElement; box; box = box.parentElement) {
+    if (getComputedStyle(box).overflowX === "visible") continue;
+    shown = Math.min(shown, box.getBoundingClientRect().left + box.clientLeft + box.clientWidth);
+  }
+  return [right, shown];
+}"""
+
+
+def cut_tables(page: Any, selector: str) -> list[tuple[str, float, float]]:
+    """The tables whose last column is not all in view (hidden past the window's edge or in a
+    box that has to be scrolled to see it)."""
+    cut = []
+    for k, table in enumerate(page.query_selector_all(selector)):
+        right, shown = table.evaluate(IN_VIEW)
+        if right > shown + 0.5:
+            cut.append((f"{selector} #{k}", right, shown))
+    return cut
+
+
+def test_every_table_fits_a_1280_pixel_window_and_the_best_model_is_offered(
+    page: Any, serve: Any, tmp_path: Path, synthetic_dir: Path
+) -> None:
+    """At 1,280 px (the page fixture's width), the live page's States and Executions tables and
+    a run's tables (executions, per neuron) show their last column (mean duration, history
+    events, the gradients at the last epoch) without scrolling; the predict page offers the
+    model with the best test accuracy, not the newest run's."""
+    assert page.viewport_size["width"] == 1280
+    runs = tmp_path / "runs"
+    names = [f"run-20260131-100000-{k:04d}-a1b2c3d4e5f60718293a" for k in range(3)]
+    executions = [
+        {
+            "name": n,
+            "status": "SUCCEEDED",
+            "history_events": 123_456,
+            "first_epoch": 100 * k,
+            "last_epoch": 100 * k + 99,
+        }
+        for k, n in enumerate(names)
+    ]
+    fakes.finished(runs, "better", test_accuracy=0.9, executions=executions)
+    states = {
+        name: {"entered": 123_456, "running": 1, "mean_ms": 12_345.678}
+        for name in ("Init", "StepsLeft?", "ForwardLinear", "BackwardShards", "ContinueAsNew")
+    }
+    fakes.in_progress(runs, "going", executions=executions, states=states)
+    fakes.finished(runs, "newest", test_accuracy=0.6)
+    server = serve(runs, synthetic_dir)
+
+    page.goto(server.url + "/runs/going/live")
+    page.wait_for_selector("#states table")
+    page.wait_for_selector("#executions table")
+    assert page.locator("#executions tbody tr").count() == 4
+    assert cut_tables(page, "#states table, #executions table") == []
+
+    page.goto(server.url + "/runs/better")
+    page.wait_for_selector("#layer2 table.neurons")
+    assert page.locator("table.neurons").count() == 2
+    assert cut_tables(page, "table") == []
+
+    page.goto(server.url + "/predict")
+    page.wait_for_selector("#run option[value='newest']", state="attached")
+    assert page.eval_on_selector("#run", "s => s.value") == "better"
+    page.goto(server.url + "/predict?run=newest")  # a run asked for is preselected
+    page.wait_for_selector("#run option[value='newest']", state="attached")
+    assert page.eval_on_selector("#run", "s => s.value") == "newest"

@@ -101,6 +101,7 @@ def progress(name: str, status: str = "running", epoch: int = 3, **fields: Any) 
         "started_at": iso(now - 60),
         "updated_at": iso(now),
         "parameters": PARAMETERS,
+        "inputs": SIZE * SIZE * 3,
         "epochs": 12,
         "epoch": epoch,
         "costs": COSTS[:epoch],

@@ -92,7 +92,7 @@ def test_the_runs_are_listed_newest_first_with_their_status(client: TestClient, 
         "has_model": True,
     }
     assert (by_name["going"]["status"], by_name["going"]["epoch"]) == ("running", 3)
-    assert by_name["going"]["network"] == "3-1"  # no model yet: the inputs are not known
+    assert by_name["going"]["network"] == "48-3-1"  # no model yet: progress.json's inputs
     assert not by_name["going"]["has_model"]
     assert (by_name["stale"]["status"], by_name["stale"]["resumable"]) == ("interrupted", True)
     assert (by_name["broke"]["status"], by_name["broke"]["error"]) == (

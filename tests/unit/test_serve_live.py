@@ -205,12 +205,14 @@ def test_a_port_in_use_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "not a folder" in capsys.readouterr().err
 
 
-def test_the_server_says_where_it_listens_and_answers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2"])
+def test_the_server_says_where_it_listens_and_answers(tmp_path: Path, host: str) -> None:
+    """On its own printed URL, whichever loopback address it was given."""
     fakes.finished(tmp_path / "runs", "done")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "snn.cli", "serve", "--runs", str(tmp_path / "runs")]
     server = subprocess.Popen(
-        [*command, "--port", "0"],
+        [*command, "--port", "0", "--host", host],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -220,13 +222,19 @@ def test_the_server_says_where_it_listens_and_answers(tmp_path: Path) -> None:
     try:
         first = server.stdout.readline()
         second = server.stdout.readline()
-        assert first.startswith("snn serve: http://127.0.0.1:")
-        assert second.strip() == "listening on 127.0.0.1 only: no other machine can connect"
+        assert first.startswith(f"snn serve: http://{host}:")
+        assert second.strip() == f"listening on {host} only: no other machine can connect"
         url = first.split()[2]
+        import urllib.error
         import urllib.request
 
         with urllib.request.urlopen(url + "api/runs", timeout=10) as response:
             assert json.loads(response.read())["runs"][0]["name"] == "done"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.status == 200
+        other = urllib.request.Request(url + "api/runs", headers={"Host": "attacker.example"})
+        with pytest.raises(urllib.error.HTTPError, match="400"):
+            urllib.request.urlopen(other, timeout=10)
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -78,6 +78,17 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def allowed_hosts(given: str, bound: str, loopback: bool) -> list[str]:
+    """The Host headers answered: on the loopback, its usual names and the address it listens
+    on (as given and as printed), so that its own URL works and a web page elsewhere cannot
+    reach it by DNS rebinding; on another address, any."""
+    from snn.serve.app import LOOPBACK_HOSTS
+
+    if not loopback:
+        return ["*"]
+    return list(dict.fromkeys([*LOOPBACK_HOSTS, given, bound]))
+
+
 def listen(host: str, port: int) -> socket.socket:
     """A listening socket, so that a port in use is one line, before anything starts."""
     if not 0 <= port <= 65535:
@@ -108,10 +119,10 @@ def run(args: argparse.Namespace) -> int:
         raise ServeError(f"--runs {runs}: not a folder")
     definition = find_definition(args.definition)
     loopback = _is_loopback(args.host)
-    app = create_app(runs, args.data, definition, None if loopback else ["*"])
     sock = listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
+    app = create_app(runs, args.data, definition, allowed_hosts(args.host, shown, loopback))
     url = f"http://{shown}:{port}/"
     out.print(f"snn serve: {url}  (runs in {runs}/; Ctrl-C stops it)", markup=False)
     if loopback:

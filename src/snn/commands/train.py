@@ -161,7 +161,9 @@ def run(args: argparse.Namespace) -> int:
             )
         if args.engine == "aws":
             err.print(f"aws engine: {args.target.describe()}", markup=False)
-        spec = _spec(args, p, data, run_id, folder, positive=args.positive, given=given)
+        spec = _spec(
+            args, p, data, run_id, folder, positive=args.positive, given=given, inputs=dataset.n_x
+        )
         return _train(args, spec, resume=False)
 
 
@@ -211,13 +213,18 @@ def _spec(
     costs: list[float] | None = None,
     positive: str | None = None,
     given: str | None = None,
+    inputs: int | None = None,
 ) -> RunSpec:
     """`given`: the data as --data named it, kept in progress.json and metrics.json."""
     from snn.engines.progress import Progress, ProgressWriter
 
+    if inputs is None:  # a resumed run: what its first process said
+        before = folder.read_progress()
+        inputs = before.get("inputs") if isinstance(before, dict) else None
     progress = Progress(
         run_id, args.engine, p.to_dict(), p.epochs, costs=list(costs or []), data=given
     )
+    progress.inputs = inputs if isinstance(inputs, int) else None
     writer = ProgressWriter(folder, progress)
     return RunSpec(p, data, run_id, folder=folder, progress=writer, positive=positive)
 

@@ -101,6 +101,7 @@ class Progress:
     resumable_from: int | None = None  # the epoch the saved resume state starts from
     started_at: str = field(default_factory=iso_now)
     data: str | None = None  # the data given with --data, so that the finished run names it
+    inputs: int | None = None  # the values of one example: the network's input layer
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +112,7 @@ class Progress:
             "started_at": self.started_at,
             "updated_at": iso_now(),
             "parameters": self.parameters,
+            "inputs": self.inputs,
             "epochs": self.epochs,
             "epoch": len(self.costs),
             "costs": self.costs,

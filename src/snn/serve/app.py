@@ -34,11 +34,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from snn.errors import SnnError
 from snn.serve.machine import read_graph
 from snn.serve.runs import RunError
-from snn.serve.views import Server, clean
+from snn.serve.views import Server, best_model, clean, text
 
 HERE = Path(__file__).parent
 POLL_SECONDS = 0.5  # how often a live page's stream looks at progress.json
 KEEP_ALIVE_SECONDS = 15.0
+MAX_STREAMS = 32  # live pages open at once; each holds a connection and its last state
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
     "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
@@ -48,8 +50,8 @@ HEADERS = {
 }
 
 
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": text(message)}, status_code=status, headers=headers)
 
 
 class Headers:
@@ -76,18 +78,21 @@ def create_app(
     data: str | None = None,
     definition: str | Path | None = None,
     allowed_hosts: list[str] | None = None,
+    max_streams: int = MAX_STREAMS,
 ) -> Starlette:
     """The application. allowed_hosts: the Host headers answered (by default the loopback
-    names only, so that a web page elsewhere cannot reach this server by DNS rebinding)."""
+    names only, so that a web page elsewhere cannot reach this server by DNS rebinding).
+    max_streams: the live pages followed at once (one more is a 503 until one closes)."""
     from snn.predict import MAX_PICTURE_BYTES
 
     server = Server(Path(runs), data, Path(definition) if definition else None)
+    streams = {"open": 0}
 
     def page(file: str, check_run: bool = False) -> Callable[[Request], Any]:
         def endpoint(request: Request) -> Response:
             if check_run:
                 try:
-                    server.runs.get(request.path_params["name"])
+                    server.runs.get(request.path_params["name"], whole=False)
                 except RunError as exc:
                     return Response(
                         f"<!doctype html><title>Not found</title><p>{_escape(exc)}</p>"
@@ -159,23 +164,37 @@ def create_app(
 
     async def events(request: Request) -> Response:
         name = request.path_params["name"]
+        if streams["open"] >= max_streams:
+            return error(
+                503,
+                f"{max_streams} live pages are open, the most this server follows at once: "
+                "close one and reload this page",
+                {"Retry-After": "10"},
+            )
         try:
             first = await run_in_threadpool(server.runs.get, name)
         except RunError as exc:
             return error(404, str(exc))
+        streams["open"] += 1  # given back when the response ends, however it ends
+        handed = [first]
 
         async def stream() -> AsyncIterator[str]:
-            run, sent, last, quiet = first, 0, "", 0.0
+            # Between polls a stream holds only its position and its last state: the run (and
+            # its costs) is the one parsed copy that every stream and request shares
+            run: Any = handed.pop()
+            sent, last, quiet = 0, "", 0.0
             while True:
                 payload = server.live(run, sent)
                 state = json.dumps({**payload, "costs": None, "costs_from": None})
                 if state != last or payload["costs"]:
                     yield f"event: progress\ndata: {json.dumps(payload, allow_nan=False)}\n\n"
                     last, quiet = state, 0.0
-                    sent = payload["costs_from"] + len(payload["costs"])
+                    sent = payload["epoch"]  # every epoch so far was considered
+                del payload
                 if run.status != "running":
                     yield "event: end\ndata: {}\n\n"
                     return
+                run = None
                 await asyncio.sleep(POLL_SECONDS)
                 if server.stopping:
                     return
@@ -189,16 +208,23 @@ def create_app(
                     yield "event: end\ndata: {}\n\n"
                     return
 
-        return StreamingResponse(
-            stream(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"}
+        return Stream(
+            stream(),
+            media_type="text/event-stream",
+            headers={"X-Accel-Buffering": "no"},
+            on_end=lambda: streams.update(open=streams["open"] - 1),
         )
+
+    def runs_list() -> dict[str, Any]:
+        found = server.runs.all()
+        return {"runs": [clean(r.summary()) for r in found], "best": best_model(found)}
 
     routes = [
         Route("/", page("runs.html")),
         Route("/predict", page("predict.html")),
         Route("/runs/{name}", page("run.html", check_run=True)),
         Route("/runs/{name}/live", page("live.html", check_run=True)),
-        Route("/api/runs", api(lambda: {"runs": [clean(r.summary()) for r in server.runs.all()]})),
+        Route("/api/runs", api(runs_list)),
         Route("/api/runs/{name}", api(server.run_detail, "name")),
         Route("/api/runs/{name}/inspection", api(server.inspection, "name")),
         Route("/api/runs/{name}/weights/{neuron:int}.png", weights),
@@ -207,7 +233,7 @@ def create_app(
         Route("/api/machine", machine),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    hosts = allowed_hosts or ["127.0.0.1", "localhost", "::1", "[::1]"]
+    hosts = allowed_hosts or LOOPBACK_HOSTS
     app = Starlette(
         routes=routes,
         middleware=[
@@ -217,6 +243,21 @@ def create_app(
     )
     app.state.server = server
     return app
+
+
+class Stream(StreamingResponse):
+    """A streaming response that calls on_end once it has ended, however it ended (the client
+    gone, the server stopping, the run over)."""
+
+    def __init__(self, *args: Any, on_end: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_end = on_end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_end()
 
 
 def _escape(value: object) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -14,19 +15,38 @@ from typing import Any
 
 import numpy as np
 
-from snn.serve.runs import Run, RunError, Runs
+from snn.serve.runs import Run, RunError, Runs, _regular, open_regular, read_bytes
 
 MAX_NEURONS_SHOWN = 32  # per layer on a run's page: tables, histograms, weight pictures
 MAX_MODELS = 4  # models kept in memory
 MAX_DATASETS = 2  # data sets kept in memory, each read as one run read it
+LIVE_POINTS = 2000  # at most this many costs of a run on its live page: every k-th epoch's
+ZIP_SLACK = 2**20  # an .npz file's bytes beyond its arrays' (the zip's headers and directory)
+
+
+def text(value: str) -> str:
+    """A string that can be sent as UTF-8: a name read from a file system that is not UTF-8
+    (its bytes kept as lone surrogates) shows its undecodable bytes as \\xNN."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def clean(value: Any) -> Any:
-    """Strict JSON: NaN and infinities (an old run's diverged costs) become null."""
+    """Strict JSON, UTF-8: NaN and infinities (an old run's diverged costs) become null, names
+    that are not UTF-8 are shown escaped."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return text(value)
     if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
+        return {text(str(k)): clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [clean(v) for v in value]
     if isinstance(value, np.ndarray):
@@ -51,18 +71,56 @@ class Server:
     # --- models and data (cached: a model changes only if its file does) --------------------
 
     def model(self, run: Run) -> Any:
-        from snn.predict import ModelError, load_model
+        """The run's model, as `snn predict` reads it, from the run folder's own files only:
+        model.npz opened without following a link and up to the model reader's limit, the
+        parameters from the metrics.json already read so."""
+        from snn import npz
+        from snn.errors import ParametersError
+        from snn.parameters import Parameters
+        from snn.predict import Model, ModelError, check_model, default_activations, read_model
 
-        path = run.folder / "model.npz"
+        if run.status == "unreadable":
+            raise ModelError(f"run {run.name} cannot be read: {run.error}")
         if not run.has_model:
             raise ModelError(f"run {run.name} has no model (yet): it is written when training ends")
-        stat = path.stat()
-        key = (str(path), stat.st_mtime_ns, stat.st_size)
-        with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
-        model = load_model(run.folder)
+        path = run.folder / "model.npz"
+        with open_regular(path) as f:
+            found = os.fstat(f.fileno())
+            metrics = _regular(run.folder / "metrics.json")
+            key = (
+                str(path),
+                *(found.st_ino, found.st_mtime_ns, found.st_size),
+                *((metrics.st_ino, metrics.st_mtime_ns, metrics.st_size) if metrics else ()),
+            )
+            with self._lock:
+                if key in self._models:
+                    self._models.move_to_end(key)
+                    return self._models[key]
+            if found.st_size > npz.MAX_NPZ_BYTES + ZIP_SLACK:
+                limit = npz.MAX_NPZ_BYTES + ZIP_SLACK
+                raise ModelError(f"run {run.name}: model.npz is over {limit:,} bytes")
+            data = f.read()
+        weights, info = read_model(data, "model.npz")
+        del data
+        parameters = None
+        if run.metrics is not None:
+            try:
+                parameters = Parameters.from_dict(run.metrics["parameters"])
+            except (KeyError, TypeError, ParametersError):
+                raise ModelError(
+                    f'run {run.name}: its metrics.json has no valid "parameters"'
+                ) from None
+        activations = parameters.activations if parameters else default_activations(len(weights))
+        check_model(weights, activations, "model.npz")
+        model = Model(
+            weights,
+            activations,
+            path,
+            run.folder if parameters else None,
+            tuple(info["classes"]),
+            info["input"],
+            parameters,
+        )
         with self._lock:
             self._models[key] = model
             while len(self._models) > MAX_MODELS:
@@ -112,13 +170,18 @@ class Server:
 
     def inspection(self, name: str) -> dict[str, Any]:
         """Per layer, what `snn inspect` computes, for the first MAX_NEURONS_SHOWN neurons."""
-        from snn import inspection
+        from snn import inspection, npz
 
-        run = self.runs.get(name)
+        run = self.runs.get(name, whole=False)
         model = self.model(run)
         dataset = self.dataset(model)
         widths = [W.shape[0] for W, _ in model.weights]
-        epochs, history, why = inspection.read_history(run.folder / "neurons.npz", widths)
+        history_file = run.folder / "neurons.npz"
+        try:
+            history_bytes = read_bytes(history_file, npz.MAX_NPZ_BYTES + ZIP_SLACK)
+            epochs, history, why = inspection.read_history(history_file, widths, history_bytes)
+        except RunError as exc:  # missing, a link, or too big: no gradient history
+            epochs, history, why = np.array([], dtype=np.int64), None, str(exc)
         layers = []
         for layer in inspection.layers(model.weights, model.activations, dataset.train_x, history):
             shown = list(range(min(layer.neurons, MAX_NEURONS_SHOWN)))
@@ -156,7 +219,7 @@ class Server:
         """Neuron `neuron` of layer 1's weights as a PNG, S x S, scaled to its own min..max."""
         from snn.inspection import weight_pictures
 
-        model = self.model(self.runs.get(name))
+        model = self.model(self.runs.get(name, whole=False))
         W = model.weights[0][0]
         if not 0 <= neuron < W.shape[0]:
             raise RunError(f"layer 1 of run {name} has neurons 0..{W.shape[0] - 1}")
@@ -167,30 +230,38 @@ class Server:
         """The same answer as `snn predict --json` on the same file, through the same code."""
         from snn.predict import classify, load_image
 
-        run = self.runs.get(name)
+        run = self.runs.get(name, whole=False)
         model = self.model(run)
         x = load_image(data, model.image_size, name="the picture")
         (result,) = classify(model, [x])
         side = model.image_size
         seen = np.rint(x.reshape(side, side, 3) * 255).astype(np.uint8)  # x is pixels / 255
-        return {
-            "run": name,
-            **result,
-            "input": "data:image/png;base64," + base64.b64encode(_png(seen)).decode(),
-            "input_size": side,
-        }
+        return clean(
+            {
+                "run": name,
+                **result,
+                "input": "data:image/png;base64," + base64.b64encode(_png(seen)).decode(),
+                "input_size": side,
+            }
+        )
 
     def live(self, run: Run, sent: int) -> dict[str, Any]:
-        """A run's progress for the live page, with the costs from index `sent` on."""
+        """A run's progress for the live page, with the costs of the epochs from `sent` on
+        (the epochs done when it last sent some): those of every `costs_step`-th epoch, so that
+        a long run sends at most LIVE_POINTS of them. A run with fewer costs than that (a new
+        run of the same name) sends them all again."""
         progress = run.progress or {}
         costs = run.costs
         start = sent if len(costs) >= sent else 0
         running = run.status == "running"
+        step = live_step(run)
+        start = -(-start // step) * step  # the next epoch on the grid
         return clean(
             {
                 **run.summary(),
                 "costs_from": start,
-                "costs": costs[start:],
+                "costs_step": step,
+                "costs": costs[start::step],
                 "execution": progress.get("execution") if running else None,
                 "executions": (run.metrics or {}).get("executions")
                 or progress.get("executions")
@@ -201,6 +272,26 @@ class Server:
                 "updated_at": progress.get("updated_at"),
             }
         )
+
+
+def live_step(run: Run) -> int:
+    """Every how many epochs a cost is sent to a live page: 1 up to LIVE_POINTS epochs."""
+    planned = run.parameters.get("epochs") if run.metrics else run.source.get("epochs")
+    epochs = max(planned if isinstance(planned, int) else 0, run.epoch)
+    return max(1, -(-epochs // LIVE_POINTS))
+
+
+def best_model(runs: list[Run]) -> str | None:
+    """The finished run with a model whose test accuracy is highest (the newest of equals):
+    the model the predict page offers first."""
+
+    def accuracy(run: Run) -> float:
+        value = (run.metrics or {}).get("test_accuracy")
+        ok = isinstance(value, int | float) and math.isfinite(value)
+        return float(value) if ok else -1.0
+
+    done = [r for r in runs if r.status == "finished" and r.has_model]
+    return max(done, key=lambda r: (accuracy(r), r.changed, r.name)).name if done else None
 
 
 def _png(pixels: np.ndarray) -> bytes:

@@ -27,8 +27,8 @@ function showExecutions(progress) {
   const rows = [...(progress.executions || [])];
   if (progress.execution) rows.push({ ...progress.execution, first_epoch: null, last_epoch: null, now: true });
   document.getElementById("executions").replaceChildren(el("h2", {}, "Executions"), rows.length
-    ? el("div", { class: "scroll" }, el("table", {}, el("thead", {}, el("tr", {}, ["execution", "status", "history events"].map((h) => el("th", {}, h)))),
-      el("tbody", {}, rows.map((e) => el("tr", {}, el("td", {}, e.name), el("td", {}, e.status), el("td", { class: "num" }, e.history_events ?? "–"))))))
+    ? el("div", { class: "scroll" }, el("table", {}, el("thead", {}, el("tr", {}, ["execution", "status", "history events"].map((h, i) => el("th", { class: i === 2 ? "num" : null }, h)))),
+      el("tbody", {}, rows.map((e) => el("tr", {}, el("td", { class: "name" }, e.name), el("td", {}, e.status), el("td", { class: "num" }, e.history_events ?? "–"))))))
     : el("p", { class: "note" }, "None yet."));
 }
 
@@ -42,11 +42,12 @@ function show(progress) {
     progress.status === "running" ? "" : el("span", {}, " · ", el("a", { href: runURL(progress.name) }, "the run's page")),
     progress.error ? el("p", { class: "error" }, progress.error) : "");
   if (progress.epochs && !chart.options.xRange) chart.options.xRange = [0, progress.epochs - 1];
-  const series = chart.series[0];
-  if (progress.costs_from < series.x.length) chart.setData([{ name: "cost", x: [], y: [] }]);
-  const start = chart.series[0].x.length - progress.costs_from;
-  const fresh = progress.costs.slice(Math.max(0, start));
-  chart.append(0, fresh.map((_, i) => chart.series[0].x.length + i), fresh);
+  // the costs of every costs_step-th epoch from costs_from on (a long run's curve is thinned)
+  const step = progress.costs_step || 1;
+  const xs = chart.series[0].x;
+  const next = xs.length ? xs[xs.length - 1] + step : 0;
+  if (progress.costs_from < next) chart.setData([{ name: "cost", x: [], y: [] }]);
+  chart.append(0, progress.costs.map((_, i) => progress.costs_from + i * step), progress.costs);
   if (machine) machine.update(progress);
   showStates(progress);
   showExecutions(progress);

@@ -8,9 +8,11 @@ const result = document.getElementById("result");
 let preview = null;
 
 async function loadRuns() {
-  const { runs } = await getJSON("/api/runs");
+  const { runs, best } = await getJSON("/api/runs");
   const usable = runs.filter((r) => r.has_model);
-  const wanted = new URLSearchParams(location.search).get("run");
+  // ?run=NAME, else the finished run whose model has the best test accuracy
+  const asked = new URLSearchParams(location.search).get("run");
+  const wanted = usable.some((r) => r.name === asked) ? asked : best;
   select.replaceChildren(...usable.map((r) => el("option", { value: r.name, selected: r.name === wanted },
     `${r.name} (${r.network}, test accuracy ${r.test_accuracy === null ? "–" : (100 * r.test_accuracy).toFixed(0) + " %"})`)));
   if (!usable.length) {

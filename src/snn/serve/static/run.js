@@ -70,7 +70,7 @@ function showRun(run) {
   const executions = document.getElementById("executions");
   executions.append(run.executions.length ? el("div", { class: "scroll" }, el("table", {},
     el("thead", {}, el("tr", {}, ["execution", "status", "history events", "epochs"].map((h) => el("th", {}, h)))),
-    el("tbody", {}, run.executions.map((e) => el("tr", {}, el("td", {}, e.name), el("td", {}, e.status),
+    el("tbody", {}, run.executions.map((e) => el("tr", {}, el("td", { class: "name" }, e.name), el("td", {}, e.status),
       el("td", { class: "num" }, e.history_events ?? "–"), el("td", {}, `${e.first_epoch ?? "?"} – ${e.last_epoch ?? "?"}`))))))
     : el("p", { class: "note" }, run.engine === "direct" ? "None: the direct engine runs no state machine." : "None recorded."));
 }
