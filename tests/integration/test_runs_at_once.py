@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("embedded")]
 # Networks of the real data's input width (12,288: the weights drawn at Init are many), all of
 # seed 1, each of another shape and kind: initialisations, shards, mini-batches, an optimizer.
 RUNS = {
-    "wide": network([32, 1], epochs=1),
+    "wide": network([32, 1], epochs=1, neurons_per_task=4),
     "deep": network(
         [16, 3, 1],
         ["relu", "tanh", "sigmoid"],
@@ -41,6 +41,7 @@ RUNS = {
         [8, 1],
         epochs=2,
         initialization="he",
+        neurons_per_task=4,
         batch_size=8,
         optimizer={"name": "adam"},
         learning_rate=0.001,
