@@ -1,8 +1,9 @@
 """Runs at once in one stack, as the local engine runs them: in threads of one process, whose
 functions share the process's caches, clients and libraries. Two and three runs are started back
 to back, round after round, next to a process that keeps a CPU busy (as a CI machine is), so that
-their functions interleave differently every time; each run must end exactly as it does alone:
-the same costs and every weight, bit for bit.
+their functions interleave differently every time; each run must end exactly as it does alone
+(as the direct engine runs it, which a local run alone equals: test_local_engine.py): the same
+costs and every weight, bit for bit.
 
 What this guards: runs that share anything mutable in one process. The weights used to be drawn
 from numpy's global generator, seeded by each run's Init: two Inits at once reset each other's
@@ -10,6 +11,7 @@ draws half-way, and a run began from another's weights (a wrong number, silently
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -48,6 +50,8 @@ RUNS = {
     ),
 }
 ROUNDS = 3  # of each kind: two at once, three at once
+# Burns a CPU until the test's process ends it, or ends itself should that process die first.
+BURNER = "import os, sys\nwhile os.getppid() == int(sys.argv[1]):\n    sum(range(100_000))"
 # How often the interpreter lets another thread run, by round: Python's default (5 ms), then far
 # more often, so that the runs' threads interleave at other points.
 SWITCH_INTERVALS = (0.005, 0.0001)
@@ -63,7 +67,7 @@ def wide_data(tmp_path: Path) -> Path:
 def busy() -> Iterator[subprocess.Popen]:
     """A process that burns a CPU for the test's duration: the runs' threads are preempted at
     other moments than on an idle machine. It changes when things happen, never what."""
-    process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    process = subprocess.Popen([sys.executable, "-c", BURNER, str(os.getpid())])
     try:
         yield process
     finally:
