@@ -96,11 +96,16 @@ def initialize(
         xavier: W = randn(n_l, n_prev) / sqrt(n_prev)
         he:     W = randn(n_l, n_prev) * sqrt(2 / n_prev)
         b = zeros((n_l, 1))
+
+    The generator is the run's own (`RandomState(seed)` draws what `np.random.seed(seed)` then
+    `np.random.randn` draw, bit for bit), never numpy's global one: the local engine runs the
+    Init of several runs at once in threads of one process, and draws from the shared global
+    generator interleave there (one run's seed resets the other's draws half-way).
     """
-    np.random.seed(seed)
+    rng = np.random.RandomState(seed)
     params = []
     for n_prev, n in itertools.pairwise(layer_dims):
-        W = np.random.randn(n, n_prev)
+        W = rng.randn(n, n_prev)
         if initialization == "scaled":
             W = W * 0.01
         elif initialization == "xavier":

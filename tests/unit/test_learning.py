@@ -9,7 +9,9 @@ import pytest
 
 from snn import network as nn
 from snn.data import synthetic_dataset
-from tests.helpers import analytic_gradients, flat, numerical_gradients
+from snn.stages.context import Context, Run, Step
+from snn.stores import MemoryRunTable, MemoryStore
+from tests.helpers import analytic_gradients, flat, network, numerical_gradients
 
 
 @pytest.mark.parametrize("l2", [0.7, 5.0])
@@ -109,3 +111,19 @@ def test_the_validation_split_is_seeded_and_disjoint() -> None:
     assert np.array_equal(again[1], valid)
     assert not np.array_equal(nn.validation_split(209, 0.2, 11)[1], valid)
     assert [len(part) for part in nn.validation_split(3, 0.01, 0)] == [2, 1]  # at least one
+
+
+def test_a_mini_batch_is_used_as_cut_even_if_another_run_clears_the_cache_meanwhile() -> None:
+    """Stages of several runs share one Context in threads of one process (the local engine):
+    another run's stage may clear the cut mini-batches between this one's write and its read."""
+
+    class ClearedMeanwhile(dict):
+        def __setitem__(self, key: object, value: object) -> None:
+            super().__setitem__(key, value)
+            self.clear()  # another run's stage, in another thread, at this very moment
+
+    p = network([2, 1], batch_size=5)
+    ctx = Context(MemoryStore(), MemoryRunTable(), _batches=ClearedMeanwhile())
+    step = Step(Run("r", p, 23, 5), 0, 4)
+    expected = nn.batch_columns(23, 5, p.training.shuffle_seed + 1)[4]
+    assert np.array_equal(ctx.columns(step), expected)

@@ -3,7 +3,9 @@ neurons, initialisation, cost and prediction."""
 
 from __future__ import annotations
 
+import itertools
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -165,6 +167,75 @@ def test_initialization_is_seeded_and_rejects_unknown_scheme() -> None:
     assert not np.array_equal(a[0][0], c[0][0])
     with pytest.raises(ValueError, match="glorot"):
         nn.initialize([5, 3, 1], seed=1, initialization="glorot")
+
+
+@pytest.mark.parametrize("initialization", nn.INITIALIZATIONS)
+@pytest.mark.parametrize("seed", [0, 1, 3, 2**32 - 1])
+def test_initialization_draws_what_the_seeded_global_generator_drew(
+    initialization: str, seed: int
+) -> None:
+    """The run's own generator gives the very numbers the global one gave: bit for bit."""
+    dims = [12288, 20, 7, 5, 1]
+    state = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        expected = [np.random.randn(n, n_prev) for n_prev, n in itertools.pairwise(dims)]
+    finally:
+        np.random.set_state(state)
+    params = nn.initialize(dims, seed, initialization)
+    for (W, b), draw, n_prev in zip(params, expected, dims[:-1], strict=True):
+        if initialization == "scaled":
+            assert np.array_equal(W, draw * 0.01)
+        elif initialization == "xavier":
+            assert np.array_equal(W, draw / np.sqrt(n_prev))
+        else:
+            assert np.array_equal(W, draw * np.sqrt(2 / n_prev))
+        assert not b.any()
+
+
+def test_initialization_neither_reads_nor_moves_the_global_generator() -> None:
+    """Runs initialised at once in threads of one process (the local engine's) cannot share a
+    generator: one's seed would reset the other's draws half-way."""
+    state = np.random.get_state()
+    try:
+        alone = nn.initialize([50, 7, 1], seed=1)
+        np.random.seed(123)
+        np.random.randn(3)  # a generator somewhere in the middle of its stream
+        before = np.random.get_state()
+        again = nn.initialize([50, 7, 1], seed=1)
+        after = np.random.get_state()
+    finally:
+        np.random.set_state(state)
+    assert before[0] == after[0] and np.array_equal(before[1], after[1])
+    assert before[2:] == after[2:]  # position, and the cached second normal
+    for (W, _), (W2, _) in zip(alone, again, strict=True):
+        assert np.array_equal(W, W2)
+
+
+def test_initializations_in_threads_at_once_each_equal_alone() -> None:
+    """Three networks of the real input width initialised at once, 20 times: each is what it
+    is alone. (With the global generator shared, most rounds mixed their draws.)"""
+    networks = [([12288, 7, 1], "scaled"), ([12288, 5, 3, 1], "xavier"), ([12288, 2, 1], "he")]
+    alone = [nn.initialize(dims, 1, init) for dims, init in networks]
+
+    def initialise(i: int, together: threading.Barrier, got: list) -> None:
+        together.wait()
+        got[i] = nn.initialize(networks[i][0], 1, networks[i][1])
+
+    for _ in range(20):
+        got: list = [None] * len(networks)
+        together = threading.Barrier(len(networks))
+        threads = [
+            threading.Thread(target=initialise, args=(i, together, got))
+            for i in range(len(networks))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for params, reference in zip(got, alone, strict=True):
+            for (W, b), (W2, b2) in zip(params, reference, strict=True):
+                assert np.array_equal(W, W2) and np.array_equal(b, b2)
 
 
 # --- cost, prediction ---------------------------------------------------------------------------

@@ -134,17 +134,20 @@ class Context:
 
     def columns(self, step: Step) -> np.ndarray | None:
         """The training examples of the step's mini-batch (column indices), or None: the whole
-        training set."""
+        training set. (Stages of several runs share this cache in threads of one process: what
+        is computed here is used from here, not read back after another may have cleared it.)"""
         training = step.p.training
         if training.batch_size is None:
             return None
         key = (step.run.run_id, step.epoch)
-        if key not in self._batches:
+        batches = self._batches.get(key)
+        if batches is None:
             if len(self._batches) > 4:
                 self._batches.clear()
             seed = training.shuffle_seed + step.epoch + 1
-            self._batches[key] = nn.batch_columns(step.run.examples, training.batch_size, seed)
-        return self._batches[key][step.batch]
+            batches = nn.batch_columns(step.run.examples, training.batch_size, seed)
+            self._batches[key] = batches
+        return batches[step.batch]
 
 
 def nn_position(k: int, batches: int) -> str:
