@@ -5,9 +5,11 @@ does, and a cold function (nothing cached)."""
 from __future__ import annotations
 
 import gc
+import re
 import shutil
 import tracemalloc
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,11 @@ from snn import epoch as epochs
 from snn import memory, stages
 from snn import network as nn
 from snn.data import Dataset
+from snn.errors import DataError, ParametersError
 from snn.parameters import Parameters
 from snn.stores import MemoryRunTable, MissingObject, from_npy, to_npy
+from snn.template import Template
+from tests.helpers import ROOT
 
 TOLERANCE = 0.20
 
@@ -158,7 +163,11 @@ SHAPES = {
     ),
     "adam-batches": (
         network(
-            [128, 40, 1], ["tanh", "relu", "sigmoid"], 64, optimizer={"name": "adam"}, batch_size=128
+            [128, 40, 1],
+            ["tanh", "relu", "sigmoid"],
+            64,
+            optimizer={"name": "adam"},
+            batch_size=128,
         ),
         2000,
         300,
@@ -199,3 +208,82 @@ def test_the_shapes_cover_every_stage_above_the_floor(tmp_path: Path) -> None:
         "rmsprop",
         "adam",
     }
+
+
+# The cat/non-cat set: 12,288 values per example, 209 training and 50 test examples, 3.1 MB of
+# h5 files.
+CATS = memory.Data(12288, 209, 0, 50, 3_000_000)
+LIMITS = Template.load(ROOT / "template.yaml").memory_limits()
+
+
+def wide(neurons: list[int], per_task: int, **fields: Any) -> Parameters:
+    acts = ["relu"] * (len(neurons) - 1) + ["sigmoid"]
+    return Parameters.from_dict(network(neurons, acts, per_task, **fields))
+
+
+def test_the_templates_memory_is_what_the_check_uses() -> None:
+    assert {stage: 1024 for stage in memory.FUNCTIONS} | {"Evaluate": 2048} == LIMITS
+
+
+def test_backward_holds_one_partial_of_the_next_layer_not_all_of_them() -> None:
+    """[4096, 4096, 1] at 16 neurons per task: layer 1's Backward reads 256 partials of 4096 x
+    209 floats (6.85 MB each); added as they are read, it holds two of them at most."""
+    p = wide([4096, 4096, 1], 16)
+    partial = 4096 * 209 * memory.FLOAT
+    need = memory.backward(p, CATS, 1)
+    assert 2 * partial < need < 8 * partial  # not 256 of them
+    memory.check(p, CATS, LIMITS)  # every stage fits
+
+
+def test_a_network_over_its_functions_memory_is_refused_in_one_line() -> None:
+    p = wide([4096, 4096, 1], 4096, optimizer={"name": "adam"})
+    with pytest.raises(ParametersError) as refused:
+        memory.check(p, CATS, LIMITS, source="p.json")
+    message = str(refused.value)
+    assert "\n" not in message
+    match = re.fullmatch(
+        r"p\.json: Update \(layer 1\) needs ([\d,]+) MB at 4096 neurons per task, over the 924 "
+        r"MB its function has \(1,024 MB MemorySize less 100 MB for the runtime\); "
+        r'"neurons_per_task": (\d+) fits',
+        message,
+    )
+    assert match, message
+    fits = int(match.group(2))
+    assert memory.over_limit(replace(p, neurons_per_task=fits), CATS, LIMITS) is None
+    assert memory.over_limit(replace(p, neurons_per_task=fits + 1), CATS, LIMITS) is not None
+    # Adam holds W, dW, v, s and four arrays more of the shard's size: 8 x 4096 x 12288 floats
+    assert int(match.group(1).replace(",", "")) == 8 * 4096 * 12288 * 8 // memory.MB
+
+
+def test_a_stage_that_no_neurons_per_task_helps_says_so() -> None:
+    """Init draws every layer's weights whatever the sharding."""
+    with pytest.raises(ParametersError, match=r"^Init needs .*; no neurons_per_task fits"):
+        memory.check(wide([4096, 4096, 1], 16), replace(CATS, n_x=4 * 12288), LIMITS)
+
+
+def test_h5_uploads_over_init_ephemeral_storage_are_refused() -> None:
+    memory.check_storage(512 * memory.MB, 512)
+    with pytest.raises(DataError, match=r"513 MB of h5 files to /tmp, over the 512 MB"):
+        memory.check_storage(513 * memory.MB, 512)
+
+
+def test_snn_train_refuses_a_network_over_memory_before_anything_runs(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from snn.cli import main
+
+    params = tmp_path / "p.json"
+    params.write_text(wide([4096, 4096, 1], 4096, optimizer={"name": "adam"}).to_json())
+    out = tmp_path / "run"
+    template = str(ROOT / "template.yaml")
+    args = ["--params", str(params), "--data", str(data_dir), "--template", template]
+    code = main(["train", *args, "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert re.fullmatch(
+        rf"snn: error: {re.escape(str(params))}: Update \(layer 1\) needs [\d,]+ MB at 4096 "
+        r'neurons per task, .*; "neurons_per_task": \d+ fits',
+        lines[0],
+    ), lines[0]
+    assert not out.exists()
