@@ -21,7 +21,7 @@ from snn import memory, stages
 from snn import network as nn
 from snn.data import Dataset
 from snn.errors import DataError, ParametersError
-from snn.parameters import Parameters
+from snn.parameters import MAX_NEURONS, Parameters
 from snn.stores import MemoryRunTable, MissingObject, from_npy, to_npy
 from snn.template import Template
 from tests.helpers import ROOT
@@ -287,3 +287,31 @@ def test_snn_train_refuses_a_network_over_memory_before_anything_runs(
         lines[0],
     ), lines[0]
     assert not out.exists()
+
+
+def _fits(n: int, deep: bool, per_task: int, optimizer: str) -> bool:
+    """[n, 1] or [n, n, 1] validates (history events) and fits the template's memory."""
+    neurons = [n, n, 1] if deep else [n, 1]
+    try:
+        p = wide(neurons, per_task, optimizer={"name": optimizer})
+    except ParametersError:
+        return False
+    return memory.over_limit(p, CATS, LIMITS) is None
+
+
+def _widest(deep: bool, per_task: int, optimizer: str) -> int:
+    lo, hi = 0, MAX_NEURONS  # fitting is monotonic in n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if _fits(mid, deep, per_task, optimizer) else (lo, mid - 1)
+    return lo
+
+
+def test_the_docs_table_of_the_widest_layer_is_the_formulas() -> None:
+    text = (ROOT / "docs" / "parameters.md").read_text()
+    rows = re.findall(r"^\| (\d+) \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|$", text, re.MULTILINE)
+    assert len(rows) >= 4
+    for per_task, *cells in rows:
+        columns = [(False, "gd"), (False, "adam"), (True, "gd"), (True, "adam")]
+        expected = [_widest(deep, int(per_task), opt) for deep, opt in columns]
+        assert [int(c) for c in cells] == expected, per_task
