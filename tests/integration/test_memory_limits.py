@@ -56,3 +56,32 @@ def test_an_invocation_over_its_memory_fails_the_run_with_runtime_out_of_memory(
     ), message
     record = json.loads((tmp_path / "run" / "resume" / "state.json").read_text())["record"]
     assert (record["status"], record["error"]) == ("FAILED", "Runtime.OutOfMemory")
+
+
+@pytest.mark.slow
+def test_init_over_its_ephemeral_storage_fails_the_run_and_train_refuses_it(
+    tmp_path: Path, synthetic_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Init writes the two h5 files to /tmp: a function with less ephemeral storage than they
+    need cannot start the run. `snn train` refuses it before anything runs; the engine fails
+    Init as Lambda would, whatever let it through."""
+    from snn.cli import main
+
+    template = project_copy(tmp_path)
+    text = template.read_text()
+    anchor = "      Handler: snn.handlers.init.handler\n"
+    assert anchor in text
+    template.write_text(text.replace(anchor, anchor + "      EphemeralStorage:\n        Size: 0\n"))
+    params = tmp_path / "p.json"
+    params.write_text(tiny_parameters(epochs=1).to_json())
+    args = ["--params", str(params), "--data", str(synthetic_dir), "--template", str(template)]
+    code = main(["train", *args, "--out", str(tmp_path / "refused"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "of h5 files to /tmp, over the 0 MB of its function's ephemeral storage" in err
+    assert not (tmp_path / "refused").exists()
+    with pytest.raises(RunFailed) as failure:
+        local.train(spec(tiny_parameters(epochs=1), synthetic_dir, "full"), template)
+    message = str(failure.value)
+    full = r"run full failed .*Init.*OSError: \[Errno 28\] No space left on device"
+    assert re.match(full, message), message
