@@ -9,8 +9,8 @@ invocation as Lambda would (`snn.engines.local.lambda_service`).
 The formula follows each stage's code, allocation by allocation, in the order it makes them
 (`_Tally`): what it holds (an array read, a result kept) and what passes (a temporary), and
 counts the peak. Reading an object of B bytes holds its .npy bytes and the array at once (2 B,
-then B); writing one holds its bytes and one chunk of numpy's 16 MiB copy buffer (B +
-min(B, 16 MiB)). A warm function keeps the training data it read (`get_cached`); the formula
+then B); writing one holds its bytes as they grow and one chunk of numpy's 16 MiB copy buffer
+(`write_peak`). A warm function keeps the training data it read (`get_cached`); the formula
 counts a cold one, which also holds the data's bytes while it reads it. With
 
     n_x                     the values of one example (12,288 for the 64 x 64 pictures)
@@ -22,20 +22,23 @@ counts a cold one, which also holds the data's bytes while it reads it. With
 the largest terms are: ForwardLinear holds A[l-1] (n_(l-1) m, twice while its shards are joined;
 for layer 1 the data, n_x M, and the batch, n_x m) and Z (r_l m); Backward holds dA (its rows
 r_l m, and one partial of the next layer, n_l m, as it reads them one by one), A[l-1] as above,
-dZ, dW (W_l) and its partial dA[l-1] (n_(l-1) m) while it writes it; Update holds W_l and dW_l
-and the optimizer's temporaries: 3 W_l for gradient descent, 5 for momentum, 6 for RMSprop and
-10 for Adam (its v, s, their bias-corrected copies and the step's temporaries); Init holds the
-uploads, the data (n_x (M + V + T)) and every layer's weights (sum of n_l n_(l-1)) plus the
-widest layer drawn again while it is scaled; Commit (at an epoch's end, with a validation set)
-and Evaluate hold every layer's weights, the data they predict on and the forward pass.
+dZ, dW (W_l) and its partial dA[l-1] (n_(l-1) m) while it writes it; Update holds W_l, dW_l,
+the optimizer's state and its temporaries: 4 W_l in all for gradient descent, 5 for momentum
+and RMSprop, 8 for Adam (W, dW, v, s, and v's and s's new values and bias-corrected copies);
+Init holds the uploads, the data (n_x (M + V + T)) and every layer's weights (sum of
+n_l n_(l-1)) plus the widest layer drawn again while it is scaled; Commit (at an epoch's end,
+with a validation set) and Evaluate hold every layer's weights, the data they predict on and
+the forward pass; Predict holds a trained model twice (model.npz's bytes and its arrays).
+Init also writes the two h5 files of the cat/non-cat set to /tmp (`check_storage`).
 
 tests/unit/test_memory.py runs every stage on stores that keep objects as bytes, as S3 does,
 and checks these formulas against the peak that `tracemalloc` measures (numpy reports its
 arrays to it) within 20 %, over several shapes.
 
 The runtime's own footprint, RUNTIME_MB, comes on top: a Python process with numpy, boto3 and
-every handler imported and its S3, DynamoDB and Step Functions clients made has a peak resident
-set (`ru_maxrss`) of 95 MB (Python 3.11 on x86_64); 100 MB is kept for it.
+every handler module imported, its stage context made (the S3, DynamoDB and Step Functions
+clients) and one matrix product done has a peak resident set (`resource.getrusage`'s
+`ru_maxrss`) of 95 MB (Python 3.11 on x86_64, one BLAS thread); 100 MB is kept for it.
 
 The local engine checks every invocation against this prediction (the event names the run,
 layer and shard; the run's record names its network and data): arithmetic on a few numbers, so
@@ -56,8 +59,6 @@ FLOAT = 8  # bytes of a float64
 MB = 1024 * 1024  # Lambda's MemorySize counts MiB
 CHUNK = 16 * MB  # numpy writes an array to a file-like object in pieces of this size
 RUNTIME_MB = 100  # the runtime's own footprint (see the module's docstring)
-# Lambda's ephemeral storage (/tmp) when a function sets no EphemeralStorage.
-DEFAULT_EPHEMERAL_MB = 512
 
 # The stages of a run and the functions (template.yaml's logical ids) that run them.
 FUNCTIONS = {
@@ -69,6 +70,7 @@ FUNCTIONS = {
     "Update": "UpdateFunction",
     "Commit": "CommitFunction",
     "Evaluate": "EvaluateFunction",
+    "Predict": "PredictFunction",
 }
 # The stages that run once per shard of a layer.
 PER_LAYER = ("ForwardLinear", "Activation", "Backward", "Update")
@@ -304,6 +306,26 @@ def evaluate(p: Parameters, data: Data) -> int:
     return t.peak
 
 
+def predict(p: Parameters, data: Data) -> int:
+    """A trained run's model.npz read (its bytes, then every array of it, each checked finite)
+    to classify one picture."""
+    sizes = [
+        size
+        for n_prev, n in zip(_dims(p, data), p.neurons, strict=False)
+        for size in (FLOAT * n * n_prev, FLOAT * n)
+    ]
+    t = _Tally()
+    t.hold(sum(sizes))  # model.npz
+    for size in sizes:
+        t.hold(size)  # an array's room, filled piece by piece through a buffer
+        t.passing(min(size, READ_CHUNK) * 2)
+        t.passing(size // FLOAT)  # isfinite
+    return t.peak
+
+
+READ_CHUNK = MB  # the pieces an .npz member is read in
+
+
 def init(p: Parameters, data: Data) -> int:
     """The uploads, the data set decoded (its widest split converted once more), the splits
     kept, every layer's weights (each drawn, then scaled into a new array), and each object
@@ -337,7 +359,13 @@ def stage_bytes(stage: str, p: Parameters, data: Data, layer: int | None = None)
         }[stage]
         layers = range(1, p.layers + 1) if layer is None else (layer,)
         return max(fn(p, data, n) for n in layers)
-    fn1 = {"Init": init, "Loss": loss, "Commit": commit, "Evaluate": evaluate}[stage]
+    fn1 = {
+        "Init": init,
+        "Loss": loss,
+        "Commit": commit,
+        "Evaluate": evaluate,
+        "Predict": predict,
+    }[stage]
     return fn1(p, data)
 
 

@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 from snn import epoch as epochs
-from snn import memory, stages
+from snn import keys, memory, stages
 from snn import network as nn
 from snn.data import Dataset
 from snn.errors import DataError, ParametersError
 from snn.parameters import MAX_NEURONS, Parameters
+from snn.predict import read_model
 from snn.stores import MemoryRunTable, MissingObject, from_npy, to_npy
 from snn.template import Template
 from tests.helpers import ROOT
@@ -122,6 +123,11 @@ def measured(raw: dict[str, Any], n_x: int, m: int, test: int, root: Path) -> di
             out[(stage, layer)] = (memory.stage_bytes(stage, p, data, layer), max(before, used))
     store.cache.clear()
     out[("Evaluate", None)] = (memory.evaluate(p, data), peak(lambda: stages.evaluate(ctx, "r")))
+
+    def model() -> None:  # what Predict reads before it classifies a picture
+        read_model(store.get_bytes(keys.model_key("r")), "model.npz")
+
+    out[("Predict", None)] = (memory.predict(p, data), peak(model))
     return out
 
 
@@ -232,11 +238,25 @@ def test_backward_holds_one_partial_of_the_next_layer_not_all_of_them() -> None:
     partial = 4096 * 209 * memory.FLOAT
     need = memory.backward(p, CATS, 1)
     assert 2 * partial < need < 8 * partial  # not 256 of them
-    memory.check(p, CATS, LIMITS)  # every stage fits
+    sets = memory.working_sets(p, CATS)
+    over = {s for s, (b, _) in sets.items() if b > (LIMITS[s] - memory.RUNTIME_MB) * memory.MB}
+    assert over == {"Predict"}  # every stage of training fits
+
+
+def test_4096_4096_1_at_16_per_task_is_refused_for_its_model() -> None:
+    """Its weights are 537 MB: Predict holds model.npz and the arrays read from it, 1,040 MB,
+    whatever the sharding: the deployed stack could not use the trained network."""
+    with pytest.raises(ParametersError) as refused:
+        memory.check(wide([4096, 4096, 1], 16), CATS, LIMITS, source="p.json")
+    assert str(refused.value) == (
+        "p.json: Predict needs 1,040 MB at 16 neurons per task, over the 924 MB its function "
+        "has (1,024 MB MemorySize less 100 MB for the runtime); no neurons_per_task fits: "
+        "narrow the layers or give the function more memory"
+    )
 
 
 def test_a_network_over_its_functions_memory_is_refused_in_one_line() -> None:
-    p = wide([4096, 4096, 1], 4096, optimizer={"name": "adam"})
+    p = wide([4096, 1], 4096, optimizer={"name": "adam"})
     with pytest.raises(ParametersError) as refused:
         memory.check(p, CATS, LIMITS, source="p.json")
     message = str(refused.value)
@@ -255,25 +275,31 @@ def test_a_network_over_its_functions_memory_is_refused_in_one_line() -> None:
     assert int(match.group(1).replace(",", "")) == 8 * 4096 * 12288 * 8 // memory.MB
 
 
-def test_a_stage_that_no_neurons_per_task_helps_says_so() -> None:
-    """Init draws every layer's weights whatever the sharding."""
-    with pytest.raises(ParametersError, match=r"^Init needs .*; no neurons_per_task fits"):
-        memory.check(wide([4096, 4096, 1], 16), replace(CATS, n_x=4 * 12288), LIMITS)
-
-
 def test_h5_uploads_over_init_ephemeral_storage_are_refused() -> None:
     memory.check_storage(512 * memory.MB, 512)
     with pytest.raises(DataError, match=r"513 MB of h5 files to /tmp, over the 512 MB"):
         memory.check_storage(513 * memory.MB, 512)
 
 
+@pytest.mark.parametrize(
+    ("neurons", "per_task", "refusal"),
+    [
+        ([4096, 1], 4096, r'Update \(layer 1\) needs 3,072 MB .*; "neurons_per_task": 1232 fits'),
+        ([4096, 4096, 1], 16, r"Predict needs 1,040 MB at 16 neurons per task, .*; no .* fits: .*"),
+    ],
+)
 def test_snn_train_refuses_a_network_over_memory_before_anything_runs(
-    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+    neurons: list[int],
+    per_task: int,
+    refusal: str,
+    tmp_path: Path,
+    data_dir: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from snn.cli import main
 
     params = tmp_path / "p.json"
-    params.write_text(wide([4096, 4096, 1], 4096, optimizer={"name": "adam"}).to_json())
+    params.write_text(wide(neurons, per_task, optimizer={"name": "adam"}).to_json())
     out = tmp_path / "run"
     template = str(ROOT / "template.yaml")
     args = ["--params", str(params), "--data", str(data_dir), "--template", template]
@@ -281,11 +307,7 @@ def test_snn_train_refuses_a_network_over_memory_before_anything_runs(
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    assert re.fullmatch(
-        rf"snn: error: {re.escape(str(params))}: Update \(layer 1\) needs [\d,]+ MB at 4096 "
-        r'neurons per task, .*; "neurons_per_task": \d+ fits',
-        lines[0],
-    ), lines[0]
+    assert re.fullmatch(rf"snn: error: {re.escape(str(params))}: {refusal}", lines[0]), lines[0]
     assert not out.exists()
 
 
