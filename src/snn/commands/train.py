@@ -139,13 +139,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_memory(args: argparse.Namespace, p: Parameters, dataset: Any, source: Any) -> None:
     """Refuse, before anything runs, a network of which some stage needs more memory than its
-    function has in the template (or data that Init cannot write to its /tmp). The direct
-    engine runs no function: without a template it has nothing to check against."""
+    function has in the template (or data that Init cannot write to its /tmp). Without a
+    template there is nothing to check against (the local engine then refuses to start)."""
     from snn import memory
     from snn.template import Template
 
     template = Path(args.template)
-    if args.engine == "direct" and not template.is_file():
+    if not template.is_file():
         return
     t = Template.load(template)
     memory.check(p, data_shape(p, dataset, source), t.memory_limits(), source=str(args.params))
