@@ -268,6 +268,7 @@ class ResourceCheck:
         self.stack = stack
         self.stages = {fid: stage for stage, fid in memory.FUNCTIONS.items()}
         self._runs: dict[str, Any] = {}
+        self._needs: dict[tuple[str, str, int | None], int] = {}  # by run, stage and layer
         self._lock = threading.Lock()
 
     def __call__(self, function_id: str, event: Any) -> tuple[str, str] | None:
@@ -286,7 +287,10 @@ class ResourceCheck:
         layer = event.get("layer") if stage in memory.PER_LAYER else None
         if layer is not None and not (isinstance(layer, int) and 1 <= layer <= p.layers):
             return None  # the handler refuses the event
-        need = memory.stage_bytes(stage, p, data, layer)
+        cached = (event["run_id"], stage, layer)
+        need = self._needs.get(cached)
+        if need is None:
+            need = self._needs[cached] = memory.stage_bytes(stage, p, data, layer)
         if need <= (f.memory_mb - memory.RUNTIME_MB) * memory.MB:
             return None
         where = f" of layer {layer}" if layer is not None else ""
