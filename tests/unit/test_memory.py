@@ -337,3 +337,17 @@ def test_the_docs_table_of_the_widest_layer_is_the_formulas() -> None:
         columns = [(False, "gd"), (False, "adam"), (True, "gd"), (True, "adam")]
         expected = [_widest(deep, int(per_task), opt) for deep, opt in columns]
         assert [int(c) for c in cells] == expected, per_task
+
+
+def test_partials_added_as_read_give_the_bits_of_the_whole_sum_sliced() -> None:
+    """Backward adds each partial's rows as it reads it: the same additions, in the same order,
+    as adding the whole partials first and taking the rows after."""
+    rng = np.random.default_rng(7)
+    partials = [rng.standard_normal((9, 13)) * 10.0 ** rng.integers(-8, 8) for _ in range(6)]
+    whole = partials[0]
+    for part in partials[1:]:
+        whole = whole + part
+    for lo, hi in ((0, 2), (2, 4), (8, 9)):
+        rows = nn.sum_partials(part[lo:hi] for part in partials)
+        assert rows.tobytes() == whole[lo:hi].tobytes()
+    assert nn.sum_partials(iter(partials)).tobytes() == whole.tobytes()
