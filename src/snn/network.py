@@ -23,7 +23,7 @@ bit only runs with the same shard size.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -253,11 +253,14 @@ def linear_backward(
     return dW, db, dA_prev
 
 
-def sum_partials(partials: Sequence[Array]) -> Array:
+def sum_partials(partials: Iterable[Array]) -> Array:
     """dA[l-1] from the per-shard partials of layer l, added in shard order (a fixed order, so
-    every engine gets the same bits for the same sharding)."""
-    total = partials[0]
-    for p in partials[1:]:
+    every engine gets the same bits for the same sharding): ((p0 + p1) + p2) + ... Each partial
+    is added as it comes, so an iterator that reads them one by one holds two at a time, not
+    all of them."""
+    parts = iter(partials)
+    total = next(parts)
+    for p in parts:
         total = total + p
     return total
 

@@ -49,6 +49,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
 # What Lambda uses when a function sets no Timeout or MemorySize.
 LAMBDA_DEFAULT_TIMEOUT = 3
 LAMBDA_DEFAULT_MEMORY_MB = 128
+LAMBDA_DEFAULT_EPHEMERAL_MB = 512
 EXECUTION_STATUS_CHANGE = "Step Functions Execution Status Change"
 
 
@@ -59,6 +60,7 @@ class Function:
     environment: dict[str, Any]
     timeout: int = LAMBDA_DEFAULT_TIMEOUT  # seconds
     memory_mb: int = LAMBDA_DEFAULT_MEMORY_MB
+    ephemeral_mb: int = LAMBDA_DEFAULT_EPHEMERAL_MB  # /tmp
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,25 @@ class Template:
                 raise TemplateError(
                     f"{self.path}: function {logical_id} needs a literal Timeout and MemorySize"
                 )
-            out[logical_id] = Function(logical_id, handler, env, int(timeout), int(memory))
+            storage = props.get("EphemeralStorage", glob.get("EphemeralStorage", {}))
+            ephemeral = storage.get("Size", LAMBDA_DEFAULT_EPHEMERAL_MB)
+            if not _is_int(ephemeral):
+                raise TemplateError(
+                    f"{self.path}: function {logical_id} needs a literal EphemeralStorage Size"
+                )
+            out[logical_id] = Function(
+                logical_id, handler, env, int(timeout), int(memory), int(ephemeral)
+            )
         return out
+
+    def memory_limits(self) -> dict[str, int]:
+        """The MemorySize of the function of each stage of a run (`snn.memory.FUNCTIONS`)."""
+        from snn.memory import FUNCTIONS
+
+        functions = self.functions()
+        return {
+            stage: functions[fid].memory_mb for stage, fid in FUNCTIONS.items() if fid in functions
+        }
 
     def execution_status_rule(self) -> StatusRule:
         """The one rule that sends the execution status changes of this stack's state machine to

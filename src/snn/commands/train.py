@@ -150,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     data = resolve_data_dir(args.data)
     source = open_source(data, args.positive)
     dataset = source.dataset(p.training)  # validates the data before any run starts
+    _check_memory(args, p, dataset, source)
     check_run(p, dataset)  # and what the end of the run checks
     given = str(data.resolve()) if args.data else None
     with RunFolder(_folder(args, run_id), new=True) as folder, stop_on_signals():
@@ -189,15 +190,64 @@ def find_template(given: str | None) -> str:
         if not Path(given).is_file():
             raise UsageError(f"--template {given}: no such file")
         return given
+    found = default_template()
+    if found is None:
+        raise UsageError(
+            f"no {TEMPLATE} here nor beside the installed package: give the SAM application's "
+            "template with --template FILE"
+        )
+    return str(found)
+
+
+def default_template() -> Path | None:
+    """./template.yaml, else the one beside the installed package's source, else None."""
     import snn
 
     for path in (Path(TEMPLATE), Path(snn.__file__).resolve().parents[2] / TEMPLATE):
         if path.is_file():
-            return str(path)
-    raise UsageError(
-        f"no {TEMPLATE} here nor beside the installed package: give the SAM application's "
-        "template with --template FILE"
+            return path
+    return None
+
+
+def _check_memory(args: argparse.Namespace, p: Parameters, dataset: Any, source: Any) -> None:
+    """Refuse, before anything runs, a network of which some stage needs more memory than its
+    function has in the template (or data that Init cannot write to its /tmp). Without a
+    template there is nothing to check against (the local engine then refuses to start)."""
+    from snn import memory
+    from snn.template import Template
+
+    template = Path(args.template) if args.template else default_template()
+    if template is None or not template.is_file():
+        return
+    t = Template.load(template)
+    memory.check(p, data_shape(p, dataset, source), t.memory_limits(), source=str(args.params))
+    init = t.functions().get(memory.FUNCTIONS["Init"])
+    if init is not None and source.kind == "h5":
+        memory.check_storage(_upload_bytes(source, dataset), init.ephemeral_mb)
+
+
+def data_shape(p: Parameters, dataset: Any, source: Any) -> Any:
+    """The shape of the data a run of `p` keeps (`snn.memory.Data`)."""
+    from snn import memory
+    from snn.network import held_out
+
+    m = int(dataset.train_x.shape[1])
+    valid = held_out(m, p.training.validation) if p.training.validation is not None else 0
+    return memory.Data(
+        dataset.n_x, m - valid, valid, int(dataset.test_x.shape[1]), _upload_bytes(source, dataset)
     )
+
+
+def _upload_bytes(source: Any, dataset: Any) -> int:
+    """The size of what Init reads: the h5 files or the .npz; a folder of pictures becomes an
+    .npz of its pixels, one byte each."""
+    from snn.data import TEST_FILE, TRAIN_FILE
+
+    if source.kind == "h5":
+        return sum((source.path / name).stat().st_size for name in (TRAIN_FILE, TEST_FILE))
+    if source.kind == "npz":
+        return source.path.stat().st_size
+    return int(dataset.train_x.size + dataset.test_x.size)
 
 
 def _folder(args: argparse.Namespace, run_id: str) -> Path:

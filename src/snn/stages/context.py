@@ -214,13 +214,15 @@ def layer_input(ctx: Context, step: Step, layer: int) -> np.ndarray:
 
 def layer_gradient(ctx: Context, step: Step, s: Shard) -> np.ndarray:
     """dA for the rows of shard s: from the loss for the last layer, else the sum of the next
-    layer's partial dA_prev, added in shard order."""
+    layer's partial dA_prev, added in shard order as they are read (each one's rows of s: the
+    rows of a sum are the sums of the rows, bit for bit), so that no more than one partial is
+    held at a time."""
     run_id, p = step.run.run_id, step.p
     if s.layer == p.layers:
         return ctx.store.get(keys.output_gradient_key(run_id, step.k))[s.lo : s.hi]
     nxt = s.layer + 1
-    partials = [
-        ctx.store.get(keys.matrix_key(run_id, step.k, "dA_prev", nxt, t.index))
+    partials = (
+        ctx.store.get(keys.matrix_key(run_id, step.k, "dA_prev", nxt, t.index))[s.lo : s.hi]
         for t in p.shards(nxt)
-    ]
-    return nn.sum_partials(partials)[s.lo : s.hi]
+    )
+    return nn.sum_partials(partials)

@@ -18,6 +18,7 @@ import functools
 import importlib
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -135,6 +136,7 @@ class EmbeddedStack:
             timeouts = {fid: f.timeout for fid, f in functions.items()}
             self.lambdas = LambdaService(handlers, timeouts, self.fault_rate)
             self.lambdas.on_data_limit = self._data_limit
+            self.lambdas.check_resources = ResourceCheck(functions, self._stack_of)
             session.events.register("before-call.lambda.Invoke", self.lambdas.on_before_call)
             self._undo.append(
                 lambda: session.events.unregister(
@@ -222,6 +224,10 @@ class EmbeddedStack:
 
         return emulator.interpreter.fail_execution(execution_arn, error, cause)
 
+    def _stack_of(self) -> Stack:
+        assert self.stack is not None
+        return self.stack
+
     def _data_limit(self, run_id: str | None, message: str) -> None:
         """A payload over the limit: fail the execution that carries the run (every running
         one, if the payload names no run), as AWS would: States.DataLimitExceeded cannot be
@@ -246,6 +252,107 @@ class EmbeddedStack:
             return
         assert self.lambdas is not None and self.stack is not None
         self.lambdas.invoke(self.failure_function, status_change_event(self.stack, description))
+
+
+class ResourceCheck:
+    """Each invocation's working set (`snn.memory`, from the run's parameters and data shape,
+    read once per run from its record and data objects) against its function's MemorySize, and
+    Init's h5 uploads against its ephemeral storage: what Lambda would end the invocation with
+    ((error type, message)), or None. A prediction, not a measurement: arithmetic on a few
+    numbers per invocation, so the engine is as fast with it as without."""
+
+    def __init__(self, functions: dict[str, Any], stack: Callable[[], Stack]) -> None:
+        from snn import memory
+
+        self.functions = functions
+        self.stack = stack
+        self.stages = {fid: stage for stage, fid in memory.FUNCTIONS.items()}
+        self._runs: dict[str, Any] = {}
+        self._needs: dict[tuple[str, str, int | None], int] = {}  # by run, stage and layer
+        self._lock = threading.Lock()
+
+    def __call__(self, function_id: str, event: Any) -> tuple[str, str] | None:
+        stage = self.stages.get(function_id)
+        if stage is None or not isinstance(event, dict):
+            return None
+        f = self.functions[function_id]
+        if stage == "Init":
+            return self._storage(f, event.get("input"))
+        run = self._run(event.get("run_id"))
+        if run is None:
+            return None
+        from snn import memory
+
+        p, data = run
+        layer = event.get("layer") if stage in memory.PER_LAYER else None
+        if layer is not None and not (isinstance(layer, int) and 1 <= layer <= p.layers):
+            return None  # the handler refuses the event
+        cached = (event["run_id"], stage, layer)
+        need = self._needs.get(cached)
+        if need is None:
+            need = self._needs[cached] = memory.stage_bytes(stage, p, data, layer)
+        if need <= (f.memory_mb - memory.RUNTIME_MB) * memory.MB:
+            return None
+        where = f" of layer {layer}" if layer is not None else ""
+        return (
+            "Runtime.OutOfMemory",
+            f"{function_id}: the working set of {stage}{where} is {need / memory.MB:,.0f} MB "
+            f"with {memory.RUNTIME_MB} MB for the runtime, over its MemorySize of "
+            f"{f.memory_mb:,} MB: Runtime exited with error: signal: killed",
+        )
+
+    def _storage(self, f: Any, execution_input: Any) -> tuple[str, str] | None:
+        """Init writes the two h5 uploads to /tmp."""
+        from snn import memory
+
+        if not isinstance(execution_input, dict) or "train_key" not in execution_input:
+            return None
+        st, size = self.stack(), 0
+        for field in ("train_key", "test_key"):
+            key = execution_input.get(field)
+            if not isinstance(key, str):
+                return None
+            try:
+                size += st.s3.head_object(Bucket=st.bucket, Key=key)["ContentLength"]
+            except Exception:
+                return None
+        if size <= f.ephemeral_mb * memory.MB:
+            return None
+        return ("OSError", "[Errno 28] No space left on device")
+
+    def _run(self, run_id: Any) -> tuple[Any, Any] | None:
+        """(parameters, data shape) of a run, once its record exists (kept: neither changes)."""
+        if not isinstance(run_id, str):
+            return None
+        with self._lock:
+            if run_id in self._runs:
+                return self._runs[run_id]
+        from snn import keys, memory
+        from snn.parameters import Parameters
+
+        st = self.stack()
+        record = st.runs.get(run_id, ("parameters", "n_x", "examples"))
+        if not record or "n_x" not in record:
+            return None
+        n_x = int(record["n_x"])
+
+        def examples(split: str) -> int:
+            key = keys.data_key(run_id, split, "x")
+            try:
+                size = st.s3.head_object(Bucket=st.bucket, Key=key)["ContentLength"]
+            except Exception:
+                return 0
+            return max(0, (int(size) - NPY_HEADER) // (memory.FLOAT * n_x))
+
+        p = Parameters.from_json(record["parameters"])
+        data = memory.Data(n_x, int(record["examples"]), examples("valid"), examples("test"))
+        with self._lock:
+            self._runs[run_id] = (p, data)
+        return p, data
+
+
+# The header of a 2-D float64 .npy (padded to 128 bytes).
+NPY_HEADER = 128
 
 
 def status_change_event(st: Stack, description: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,10 @@ before the handler runs, half after it has written its outputs (the response is 
 machine's Retry must recover from both.
 
 What AWS enforces and moto does not is enforced here: a payload or result over 256 KB fails the
-*execution* with States.DataLimitExceeded, which no Catch can catch (`on_data_limit`).
+*execution* with States.DataLimitExceeded, which no Catch can catch (`on_data_limit`); an
+invocation whose working set is over its function's memory fails with Runtime.OutOfMemory, and
+one whose files are over its ephemeral storage with the OSError of a full /tmp, as Lambda fails
+them (`check_resources`; no Retry of the state machine covers either).
 
 A handler runs as in a container of its own: in a context of its own (`contextvars`), not in the
 context of the interpreter's Invoke request that it answers. Nothing a handler sets in its
@@ -76,6 +79,9 @@ def invoked_function(params: dict[str, Any]) -> str:
 
 # Called with (run_id or None, message) when a payload or result is over the limit.
 DataLimitHandler = Callable[[str | None, str], None]
+# Called with (function, event) before a handler runs: (error type, message) of what Lambda
+# would end the invocation with for want of memory or storage, or None.
+ResourceCheck = Callable[[str, Any], tuple[str, str] | None]
 
 
 class LambdaService:
@@ -95,6 +101,7 @@ class LambdaService:
         self.fault_rate = fault_rate
         self.faults: Counter[str] = Counter()
         self.on_data_limit: DataLimitHandler | None = None
+        self.check_resources: ResourceCheck | None = None
         self._rng = random.Random(fault_seed)
         self._lock = threading.Lock()
         self.in_flight = 0
@@ -133,6 +140,9 @@ class LambdaService:
             self.in_flight += 1
         started = time.perf_counter()
         try:
+            refused = self.check_resources(name, event) if self.check_resources else None
+            if refused is not None:  # Lambda would end the invocation half-way
+                return _error(*refused), "Unhandled"
             result = contextvars.Context().run(handler, event, context)
             return json.dumps(result, allow_nan=False).encode(), None
         except Exception as exc:  # the Lambda runtime reports any exception as a function error
