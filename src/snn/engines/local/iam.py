@@ -237,6 +237,7 @@ class Policies:
         self.statements = statements
         self.everyone = everyone
         self.roles = roles  # the role each principal assumes, for the messages
+        self.resolver: Resolver | None = None  # what resolved them (from_template)
         self.compiled = {
             p: [Compiled(s, f"{p}'s policy") for s in (*ss, *everyone)]
             for p, ss in statements.items()
@@ -266,7 +267,9 @@ class Policies:
                 if s.get("Principal") not in ("*", {"AWS": "*"}):
                     raise TemplateError("the local engine evaluates bucket policies for * only")
                 everyone.append(resolve({k: v for k, v in s.items() if k != "Principal"}))
-        return cls(statements, everyone, roles)
+        policies = cls(statements, everyone, roles)
+        policies.resolver = resolve
+        return policies
 
 
 def embedded_names(
@@ -368,6 +371,7 @@ class Enforcer:
         self.state_machine = state_machine  # the principal of Lambda invokes outside a handler
         self.object_exists = object_exists
         self.decisions: dict[tuple[str, Request], bool] = {}
+        self._probes: dict[tuple[str, Request], bool] = {}
         self._lock = threading.Lock()
         self._events: list[tuple[str, str]] = []
 
@@ -421,17 +425,25 @@ class Enforcer:
                     return missing
         return None
 
-    def allowed(self, principal: str, request: Request) -> bool:
+    def allowed(self, principal: str, request: Request, probe: bool = False) -> bool:
+        """Whether the principal's policies allow the request. A probe (what S3 checks to
+        choose its answer, not a request made) is cached apart from `decisions`."""
+        cache = self._probes if probe else self.decisions
         key = (principal, request)
-        hit = self.decisions.get(key)
+        hit = cache.get(key)
         if hit is None:
             compiled = self.policies.compiled.get(principal)
             hit = compiled is not None and decide(compiled, request)[0]
             with self._lock:
-                if len(self.decisions) >= MAX_CACHED:
-                    self.decisions.clear()
-                self.decisions[key] = hit
+                if len(cache) >= MAX_CACHED:
+                    cache.clear()
+                cache[key] = hit
         return hit
+
+    def denied(self) -> list[tuple[str, Request]]:
+        """The distinct requests refused so far."""
+        with self._lock:
+            return [key for key, ok in self.decisions.items() if not ok]
 
     def _missing_unlisted(self, principal: str, params: dict[str, Any]) -> tuple[Any, dict] | None:
         """S3's answer to a GetObject of a missing key by a caller not allowed to list it: 403
@@ -442,7 +454,7 @@ class Enforcer:
         listing = Request(
             "s3:ListBucket", f"arn:aws:s3:::{bucket}", (("s3:prefix", key), *REQUEST_KEYS)
         )
-        if self.allowed(principal, listing) or self.object_exists(bucket, key):
+        if self.allowed(principal, listing, probe=True) or self.object_exists(bucket, key):
             return None
         return _answer(403, "AccessDenied", "Access Denied")
 
