@@ -66,8 +66,8 @@ def example(path: Path) -> Parameters:
     stopping)."""
     raw = json.loads(path.read_text(encoding="utf-8"))
     raw["epochs"] = 2
-    if "patience" in raw:
-        raw["epochs"], raw["patience"] = 3, 1
+    if "early_stopping" in raw:
+        raw["epochs"], raw["early_stopping"] = 3, {"patience": 1}
     return Parameters.from_dict(raw)
 
 

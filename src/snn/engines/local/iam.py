@@ -345,6 +345,11 @@ def as_iam(service: str, operation: str, params: dict[str, Any], region: str, ac
         )
         action = "lambda:InvokeFunction" if operation == "Invoke" else f"lambda:{operation}"
         return [Request(action, arn, REQUEST_KEYS)]
+    if service == "cloudformation":
+        stack = str(params.get("StackName", "*"))
+        if not stack.startswith("arn:"):
+            stack = f"arn:aws:cloudformation:{region}:{account}:stack/{stack}/*"
+        return [Request(f"cloudformation:{operation}", stack, REQUEST_KEYS)]
     arn = params.get("stateMachineArn") or params.get("executionArn") or "*"
     return [Request(f"states:{operation}", arn, REQUEST_KEYS)]
 
