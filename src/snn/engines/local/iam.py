@@ -189,11 +189,14 @@ class Compiled:
                 self.conditions.append((operator, key, [str(w) for w in _as_list(wanted)]))
 
     def matches(self, request: Request) -> bool:
-        return (
-            self.actions.match(request.action) is not None
-            and self.resources.match(request.resource) is not None
-            and all(_holds(op, dict(request.keys).get(k), w) for op, k, w in self.conditions)
-        )
+        if self.actions.match(request.action) is None:
+            return False
+        if self.resources.match(request.resource) is None:
+            return False
+        if not self.conditions:
+            return True
+        keys = dict(request.keys)
+        return all(_holds(op, keys.get(k), w) for op, k, w in self.conditions)
 
 
 def _holds(operator: str, value: str | None, wanted: list[str]) -> bool:
@@ -377,6 +380,8 @@ class Enforcer:
         self.object_exists = object_exists
         self.decisions: dict[tuple[str, Request], bool] = {}
         self._probes: dict[tuple[str, Request], bool] = {}
+        self._seen: dict[tuple[str, str, Any], Request | None] = {}
+        self._by_action: dict[tuple[str, str], list[Compiled]] = {}
         self._lock = threading.Lock()
         self._events: list[tuple[str, str]] = []
 
@@ -421,13 +426,23 @@ class Enforcer:
         if principal is None:
             return None
         params = context.get(self.CONTEXT, {})
-        for request in as_iam(service, model.name, params, self.region, self.account):
-            if not self.allowed(principal, request):
-                return self._denied(service, principal, request)
-            if service == "s3" and request.action == "s3:GetObject":
-                missing = self._missing_unlisted(principal, params)
-                if missing is not None:
-                    return missing
+        # one lookup for a request seen before (most: the run record, each matrix read twice)
+        seen = (principal, model.name, _target(params))
+        refused = self._seen.get(seen, _UNSEEN)
+        if refused is _UNSEEN:
+            refused = None
+            for request in as_iam(service, model.name, params, self.region, self.account):
+                if not self.allowed(principal, request):
+                    refused = request
+                    break
+            with self._lock:
+                if len(self._seen) >= MAX_CACHED:
+                    self._seen.clear()
+                self._seen[seen] = refused
+        if refused is not None:
+            return self._denied(service, principal, refused)
+        if service == "s3" and model.name in ("GetObject", "HeadObject"):
+            return self._missing_unlisted(principal, params)
         return None
 
     def allowed(self, principal: str, request: Request, probe: bool = False) -> bool:
@@ -437,13 +452,21 @@ class Enforcer:
         key = (principal, request)
         hit = cache.get(key)
         if hit is None:
-            compiled = self.policies.compiled.get(principal)
-            hit = compiled is not None and decide(compiled, request)[0]
+            hit = decide(self._candidates(principal, request.action), request)[0]
             with self._lock:
                 if len(cache) >= MAX_CACHED:
                     cache.clear()
                 cache[key] = hit
         return hit
+
+    def _candidates(self, principal: str, action: str) -> list[Compiled]:
+        """The principal's statements whose actions match `action` (found once per action)."""
+        found = self._by_action.get((principal, action))
+        if found is None:
+            compiled = self.policies.compiled.get(principal, [])
+            found = [s for s in compiled if s.actions.match(action) is not None]
+            self._by_action[principal, action] = found
+        return found
 
     def denied(self) -> list[tuple[str, Request]]:
         """The distinct requests refused so far."""
@@ -484,6 +507,27 @@ class Enforcer:
             return _answer(403, "AccessDenied", text)
         return _answer(400 if service in ("dynamodb", "stepfunctions") else 403,
                        "AccessDeniedException", text)
+
+
+_UNSEEN = object()
+
+
+def _target(params: dict[str, Any]) -> Any:
+    """What a request names, for recognising it when it comes again: every parameter that
+    `as_iam` reads."""
+    delete, key = params.get("Delete"), params.get("Key")
+    return (
+        params.get("Bucket"),
+        key if isinstance(key, str) else None,  # (DynamoDB's Key is the item's, not a name)
+        params.get("Prefix"),
+        tuple(o["Key"] for o in delete["Objects"]) if delete else None,
+        params.get("TableName"),
+        params.get("IndexName"),
+        params.get("FunctionName"),
+        params.get("StackName"),
+        params.get("stateMachineArn"),
+        params.get("executionArn"),
+    )
 
 
 def _answer(status: int, code: str, message: str) -> tuple[Any, dict]:
