@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from snn import epoch
 from snn.engines import local
 from snn.engines.local import iam
 from snn.errors import RunFailed
 from snn.stores import MissingObject, S3Store
 from snn.template import load_yaml
-from tests.helpers import ROOT, network, project_copy, spec
+from tests.helpers import ROOT, grants, network, project_copy, spec, without
 
 pytestmark = pytest.mark.xdist_group("embedded")
 
@@ -126,6 +127,47 @@ def test_every_example_runs_to_its_end_with_enforcement(tmp_path: Path, path: Pa
     raw["epochs"] = 2
     result = local.train(spec(Parameters.from_dict(raw), data))
     assert len(result.costs) == 2
+
+
+SAMPLE = [
+    ("LossFunction", "dynamodb:PutItem", "Loss", None),
+    ("UpdateFunction", "s3:PutObject", "Update", None),
+    ("InitFunction", "s3:GetObject", "Init", None),
+    ("ContinueAsNewFunction", "states:StartExecution", "ContinueAsNew", None),
+    ("TrainingStateMachine", "lambda:InvokeFunction", "Commit", "CommitFunction"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("principal", "action", "stage", "function"), SAMPLE)
+def test_a_run_on_a_template_one_action_short_fails_with_access_denied(
+    tmp_path: Path,
+    synthetic_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    principal: str,
+    action: str,
+    stage: str,
+    function: str | None,
+) -> None:
+    """A sample of the copies above, run for real: the run fails where the stage is refused,
+    and its error names the principal, the action and the resource."""
+    (index,) = [
+        i
+        for name, i, a in grants()
+        if name == principal
+        and a == action
+        and (function is None or load_yaml(ROOT / "template.yaml")["Resources"][name]["Properties"]
+             ["Policies"][i]["LambdaInvokePolicy"]["FunctionName"] == {"Ref": function})
+    ]  # fmt: skip
+    template = without(tmp_path, principal, index, action)
+    p = network([3, 1], epochs=2, neurons_per_task=2)
+    budget = epoch.EXECUTION_FIXED_EVENTS + epoch.events_per_step(p)
+    monkeypatch.setattr(epoch, "EXECUTION_EVENT_BUDGET", budget)  # a hand-over at every step
+    with pytest.raises(RunFailed) as failed:
+        local.train(spec(p, synthetic_dir), template)
+    message = str(failed.value)
+    assert f" in {stage}" in message, message
+    assert f"/{principal} is not authorized to perform: {action} on resource: arn:" in message
 
 
 # --- the services' answers ----------------------------------------------------------------------

@@ -11,8 +11,8 @@ pictures, a run handed over to a second execution (ContinueAsNew), a run that In
 - Every request is allowed: no run is refused anything.
 - Every (action, resource) a policy grants is used by some request of its principal.
 - Removing any one action from any principal's policy in a copy of template.yaml refuses some
-  request the runs made, with an AccessDenied naming the principal and the action; a sample of
-  such copies is run for real and fails so.
+  request the runs made, with an AccessDenied naming the principal and the action (a sample of
+  such copies is run for real in test_iam.py).
 """
 
 from __future__ import annotations
@@ -36,10 +36,9 @@ from snn.engines import local
 from snn.engines.local import EmbeddedStack, iam
 from snn.engines.local.embedded import EMULATOR_ENV, status_change_event
 from snn.engines.stack import create_run, start
-from snn.errors import RunFailed
 from snn.parameters import Parameters
-from snn.template import Template, load_yaml
-from tests.helpers import ROOT, network, project_copy, spec
+from snn.template import Template
+from tests.helpers import PRINCIPALS, ROOT, grants, network, without
 
 pytestmark = pytest.mark.xdist_group("embedded")
 
@@ -307,13 +306,6 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
         yield Recorded(enforcer)
 
 
-PRINCIPALS = sorted(
-    name
-    for name, res in load_yaml(TEMPLATE)["Resources"].items()
-    if res["Type"] in ("AWS::Serverless::Function", "AWS::Serverless::StateMachine")
-)
-
-
 @pytest.mark.slow
 def test_every_request_is_allowed(recorded: Recorded) -> None:
     refused = [f"{p}: {r}" for (p, r), ok in recorded.decisions.items() if not ok]
@@ -338,38 +330,6 @@ def test_every_grant_is_used(recorded: Recorded, principal: str) -> None:
 # --- one action less ------------------------------------------------------------------------------
 
 
-def grants() -> list[tuple[str, int, str]]:
-    """(principal, index of its policy, action) for every action of every principal's policy
-    in template.yaml."""
-    out = []
-    for name in PRINCIPALS:
-        policies = load_yaml(TEMPLATE)["Resources"][name]["Properties"]["Policies"]
-        for i, policy in enumerate(policies):
-            for statement in iam.role_statements(policy):
-                out.extend((name, i, a) for a in iam._as_list(statement["Action"]))
-    return sorted(set(out))
-
-
-def without(folder: Path, principal: str, index: int, action: str) -> Path:
-    """A copy of the project whose template.yaml lacks `action` in policy `index` of
-    `principal` (a SAM policy template that grants only it goes whole)."""
-    template = project_copy(folder)
-    raw = load_yaml(template)
-    policies = raw["Resources"][principal]["Properties"]["Policies"]
-    policy = policies[index]
-    if "Statement" not in policy:
-        del policies[index]
-    else:
-        kept = []
-        for statement in policy["Statement"]:
-            actions = [a for a in iam._as_list(statement["Action"]) if a != action]
-            if actions:
-                kept.append({**statement, "Action": actions})
-        policy["Statement"] = kept
-    template.write_text(json.dumps(raw), encoding="utf-8")  # JSON is YAML
-    return template
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("principal", "index", "action"), grants())
 def test_removing_any_action_refuses_a_request(
@@ -390,44 +350,3 @@ def test_removing_any_action_refuses_a_request(
     assert {r.action for r in refused} == {action}
     message = recorded.message(principal, refused[0])
     assert f"/{principal} is not authorized to perform: {action} on resource" in message
-
-
-SAMPLE = [
-    ("LossFunction", "dynamodb:PutItem", "Loss", None),
-    ("UpdateFunction", "s3:PutObject", "Update", None),
-    ("InitFunction", "s3:GetObject", "Init", None),
-    ("ContinueAsNewFunction", "states:StartExecution", "ContinueAsNew", None),
-    ("TrainingStateMachine", "lambda:InvokeFunction", "Commit", "CommitFunction"),
-]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(("principal", "action", "stage", "function"), SAMPLE)
-def test_a_run_on_a_template_one_action_short_fails_with_access_denied(
-    tmp_path: Path,
-    synthetic_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    principal: str,
-    action: str,
-    stage: str,
-    function: str | None,
-) -> None:
-    """A sample of the copies above, run for real: the run fails where the stage is refused,
-    and its error names the principal, the action and the resource."""
-    (index,) = [
-        i
-        for name, i, a in grants()
-        if name == principal
-        and a == action
-        and (function is None or load_yaml(TEMPLATE)["Resources"][name]["Properties"]
-             ["Policies"][i]["LambdaInvokePolicy"]["FunctionName"] == {"Ref": function})
-    ]  # fmt: skip
-    template = without(tmp_path, principal, index, action)
-    p = parameters(epochs=2)
-    budget = epoch.EXECUTION_FIXED_EVENTS + epoch.events_per_step(p)
-    monkeypatch.setattr(epoch, "EXECUTION_EVENT_BUDGET", budget)  # a hand-over at every step
-    with pytest.raises(RunFailed) as failed:
-        local.train(spec(p, synthetic_dir), template)
-    message = str(failed.value)
-    assert f" in {stage}" in message, message
-    assert f"/{principal} is not authorized to perform: {action} on resource: arn:" in message

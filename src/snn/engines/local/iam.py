@@ -396,11 +396,12 @@ class Enforcer:
             model = core.get_service_model(service)
             hyphenized = model.service_id.hyphenize()
             event = f"provide-client-params.{hyphenized}"
-            events.register(event, self._keep_params, unique_id=f"snn-iam-params-{service}")
-            self._events.append((event, f"snn-iam-params-{service}"))
+            unique_id = f"snn-iam-params-{service}-{id(self)}"
+            events.register(event, self._keep_params, unique_id=unique_id)
+            self._events.append((event, unique_id))
             for operation in model.operation_names:
                 event = f"before-call.{hyphenized}.{operation}"
-                unique_id = f"snn-iam-{service}-{operation}"
+                unique_id = f"snn-iam-{service}-{operation}-{id(self)}"
                 events.register_first(event, self._check, unique_id=unique_id)
                 self._events.append((event, unique_id))
 
