@@ -17,6 +17,7 @@ from snn import network as nn
 from snn.engines import RunSpec
 from snn.epoch import calls, calls_in_order
 from snn.parameters import Parameters
+from snn.template import load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -252,6 +253,51 @@ def export_test_pictures(data_dir: Path, folder: Path) -> tuple[list[Path], np.n
         Image.fromarray(image).save(path)
         paths.append(path)
     return paths, images, labels
+
+
+# --- IAM: a template one grant short ------------------------------------------------------------
+
+PRINCIPALS = sorted(
+    name
+    for name, res in load_yaml(ROOT / "template.yaml")["Resources"].items()
+    if res["Type"] in ("AWS::Serverless::Function", "AWS::Serverless::StateMachine")
+)
+
+
+def grants() -> list[tuple[str, int, str]]:
+    """(principal, index of its policy, action) for every action of every principal's policy
+    in template.yaml."""
+    from snn.engines.local import iam
+
+    out = []
+    for name in PRINCIPALS:
+        policies = load_yaml(ROOT / "template.yaml")["Resources"][name]["Properties"]["Policies"]
+        for i, policy in enumerate(policies):
+            for statement in iam.role_statements(policy):
+                out.extend((name, i, a) for a in iam._as_list(statement["Action"]))
+    return sorted(set(out))
+
+
+def without(folder: Path, principal: str, index: int, action: str) -> Path:
+    """A copy of the project whose template.yaml lacks `action` in policy `index` of
+    `principal` (a SAM policy template that grants only it goes whole)."""
+    from snn.engines.local import iam
+
+    template = project_copy(folder)
+    raw = load_yaml(template)
+    policies = raw["Resources"][principal]["Properties"]["Policies"]
+    policy = policies[index]
+    if "Statement" not in policy:
+        del policies[index]
+    else:
+        kept = []
+        for statement in policy["Statement"]:
+            actions = [a for a in iam._as_list(statement["Action"]) if a != action]
+            if actions:
+                kept.append({**statement, "Action": actions})
+        policy["Statement"] = kept
+    template.write_text(json.dumps(raw), encoding="utf-8")  # JSON is YAML
+    return template
 
 
 # --- gradients, by backpropagation and by central differences ---------------------------------

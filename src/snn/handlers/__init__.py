@@ -20,11 +20,13 @@ from aws_lambda_powertools import Logger
 from snn import blas, keys, stages
 from snn.errors import EventError
 from snn.stores import DynamoRunTable, S3Store, aws_client
+from snn.stores.clients import invoked_as
 
 logger = Logger(service="snn")
 
 Event = dict[str, Any]
-_contexts: dict[tuple[str, str, str | None], stages.Context] = {}
+# by function too: the local engine runs every function in one process (`invoked_as`)
+_contexts: dict[tuple[str | None, str, str, str | None], stages.Context] = {}
 
 # The fields an event may carry, and their types. Integers must be >= 0.
 FIELD_TYPES: dict[str, type] = {
@@ -81,7 +83,7 @@ def stage_context() -> stages.Context:
     table = os.environ.get("SNN_TABLE")
     if not bucket or not table:
         raise EventError("SNN_BUCKET and SNN_TABLE must be set in the function's environment")
-    key = (bucket, table, os.environ.get("AWS_ENDPOINT_URL"))
+    key = (invoked_as.get(), bucket, table, os.environ.get("AWS_ENDPOINT_URL"))
     ctx = _contexts.get(key)
     if ctx is None:
         blas.use_threads(blas.from_environment())

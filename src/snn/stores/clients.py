@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import os
 import threading
+from contextvars import ContextVar
 from typing import Any
+
+# The Lambda function whose handler is running. On AWS a process serves one function; the local
+# engine runs every function's handler in one process and sets this in each invocation's own
+# context: what a warm container keeps is kept per function, and each request is authorised as
+# the function's.
+invoked_as: ContextVar[str | None] = ContextVar("snn_invoked_as", default=None)
 
 _clients: dict[tuple[str, str | None, str | None], Any] = {}
 _lock = threading.Lock()

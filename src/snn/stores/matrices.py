@@ -3,6 +3,7 @@ direct engine). Both behave alike, so every engine runs the same stage code."""
 
 from __future__ import annotations
 
+import contextvars
 import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +12,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from snn.errors import EventError
-from snn.stores.clients import aws_client
+from snn.stores.clients import aws_client, invoked_as
 
 
 def to_npy(array: np.ndarray) -> bytes:
@@ -98,7 +99,8 @@ class S3Store:
     """Matrices as .npy objects in one bucket. Immutable inputs are kept in memory by key, as a
     warm Lambda container keeps them between invocations."""
 
-    _cache: ClassVar[dict[tuple[str, str], np.ndarray]] = {}
+    # by function too: the local engine runs every function in one process (`invoked_as`)
+    _cache: ClassVar[dict[tuple[str | None, str, str], np.ndarray]] = {}
     _cache_lock = threading.Lock()
     MAX_CACHED = 16
     READERS = 32  # concurrent reads of get_many (boto3 clients are thread-safe)
@@ -120,11 +122,16 @@ class S3Store:
         except self.client.exceptions.NoSuchKey:
             raise MissingObject(f"no object {key} in bucket {self.bucket}") from None
         except ClientError as exc:
-            # Without s3:ListBucket, S3 answers a missing key with 403 AccessDenied, not 404.
-            if exc.response.get("Error", {}).get("Code") != "AccessDenied":
+            # Without s3:ListBucket, S3 answers a missing key with 403 AccessDenied, not 404, and
+            # says no more than "Access Denied". A request that the function's policies refuse
+            # names the caller, the action and the resource: that is access denied, and it
+            # propagates as S3 answered it.
+            error = exc.response.get("Error", {})
+            if error.get("Code") != "AccessDenied" or "not authorized" in error.get("Message", ""):
                 raise
             raise MissingObject(
-                f"no object {key} in bucket {self.bucket} (access denied)"
+                f"no object {key} in bucket {self.bucket} (access denied: S3's answer for a "
+                "missing key to a function that may not list the bucket)"
             ) from None
         try:
             return body.read() if max_bytes is None else body.read(max_bytes + 1)
@@ -142,10 +149,12 @@ class S3Store:
         if len(keys) <= 1:
             return [self.get(k) for k in keys]
         with ThreadPoolExecutor(max_workers=min(self.READERS, len(keys))) as pool:
-            return list(pool.map(self.get, keys))
+            # each read in a copy of the caller's context, as if the caller made it
+            reads = [pool.submit(contextvars.copy_context().run, self.get, k) for k in keys]
+            return [r.result() for r in reads]
 
     def get_cached(self, key: str) -> np.ndarray:
-        cache_key = (self.bucket, key)
+        cache_key = (invoked_as.get(), self.bucket, key)
         hit = self._cache.get(cache_key)
         if hit is None:
             hit = self.get(key)

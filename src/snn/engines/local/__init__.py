@@ -4,6 +4,7 @@ with no AWS account and no Docker.
     embedded         the stack of template.yaml stood up in moto (bucket, table, functions,
                      state machine, the execution-status rule's function)
     lambda_service   every Lambda invoke served in-process, with fault injection
+    iam              each function's policy from template.yaml, enforced on its every request
     emulator         every touch of moto's internals, behind one version gate
     quota            the history quota of a Standard execution, as AWS enforces it
     saved            the resume state, saved as the run goes and checked on the way back

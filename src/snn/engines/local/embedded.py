@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from snn import blas
+from snn.engines.local import iam
 from snn.engines.local.lambda_service import ACCOUNT, REGION, LambdaService
 from snn.engines.stack import Stack
 from snn.template import Template, TemplateError, resolve
@@ -71,6 +72,7 @@ class EmbeddedStack:
         self.compactor: Any = None
         self.s3_requests: Any = None
         self.item_requests: Any = None
+        self.iam: iam.Enforcer | None = None
 
     # --- standing the stack up ------------------------------------------------------------------
 
@@ -90,7 +92,16 @@ class EmbeddedStack:
         env = {**_function_environment(functions, names), **self.environment}
         if os.environ.get(blas.ENV):  # this machine's choice, not the Lambda functions'
             env[blas.ENV] = os.environ[blas.ENV]
-        handlers = {fid: _import_handler(f.handler) for fid, f in functions.items()}
+        handlers = {
+            fid: iam.acting_as(fid, _import_handler(f.handler)) for fid, f in functions.items()
+        }
+        # Every function's requests are authorised by its policies (and the state machine's
+        # invokes by its own): what passes here passes on AWS.
+        refs, attributes = iam.embedded_names(
+            self.template, f"snn-local-{self.suffix}", REGION, ACCOUNT, names
+        )
+        policies = iam.Policies.from_template(self.template, refs, attributes)
+        machine = attributes[sm_id, "Name"]
 
         self._set_env({**EMULATOR_ENV, **env}, clear=CLEARED_ENV)
         # The interpreter logs every aborted or failed state at length; the engine reports
@@ -109,6 +120,14 @@ class EmbeddedStack:
             )
             for hook in SESSION_HOOKS:
                 hook(session)
+            self.iam = iam.Enforcer(
+                policies,
+                REGION,
+                ACCOUNT,
+                sm_id,
+                functools.partial(emulator.s3_requests.object_exists, ACCOUNT),
+            )
+            self._undo.append(self.iam.install(session))
             # Requests served without the HTTP detour, for every client made from now on
             # (a client copies the session's hooks when it is made).
             if os.environ.get("SNN_LOCAL_S3") != "http":
@@ -128,7 +147,7 @@ class EmbeddedStack:
             dynamodb.create_table(TableName=names[table_id], **table_definition(table_props))
             definition = self.template.definition({**arns, **names, **PSEUDO_PARAMETERS})
             arn = sfn.create_state_machine(
-                name=f"{sm_id}-{self.suffix}",
+                name=machine,
                 definition=definition,
                 roleArn=f"arn:aws:iam::{ACCOUNT}:role/{sm_id}Role",
                 type="STANDARD",

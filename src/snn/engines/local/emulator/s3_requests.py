@@ -153,6 +153,14 @@ class ObjectRequests:
         return _ok(answer)
 
 
+def object_exists(account: str, bucket: str, key: str, partition: str = "aws") -> bool:
+    """Whether the bucket holds the key (for S3's answer to a caller that may not list it)."""
+    try:
+        return s3_backends[account][partition].get_object(bucket, key) is not None
+    except MissingBucket:
+        return False
+
+
 def _when(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
