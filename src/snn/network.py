@@ -219,14 +219,18 @@ def l2_cost(weights: Sequence[Array], l2: float, m: int) -> float:
 
 def cost_gradient(AL: Array, Y: Array) -> Array:
     """dA[L] = d cost / d A[L] = -(Y / AL - (1 - Y) / (1 - AL)). Where an output is saturated
-    (0 / 0 or 1 / 0), the same with A clipped into (0, 1): finite, and the sigmoid's derivative
-    there, s (1 - s) = 0, makes dZ[L] = 0, the limit of the true dZ = A - Y for a correct output."""
+    and right (A exactly equal to its label: 0 / 0), the same with A clipped into (0, 1): finite,
+    and the sigmoid's derivative there, s (1 - s) = 0, makes dZ[L] = 0, the limit of the true
+    dZ = A - Y. A saturated output that is wrong (A exactly 1 - Y: 1 / 0) has no finite dA[L]
+    and a true dZ of +-1 that dA[L] cannot carry through s (1 - s) = 0: it stays infinite, and
+    the Loss stage fails the run as diverged (it is reached only by a far too large learning
+    rate)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         dAL = -(np.divide(Y, AL) - np.divide(1 - Y, 1 - AL))
-    bad = ~np.isfinite(dAL)
-    if bad.any():
+    right = ~np.isfinite(dAL) & (AL == Y)
+    if right.any():
         clipped = np.clip(AL, _TINY, _BELOW_ONE)
-        dAL[bad] = -(np.divide(Y, clipped) - np.divide(1 - Y, 1 - clipped))[bad]
+        dAL[right] = -(np.divide(Y, clipped) - np.divide(1 - Y, 1 - clipped))[right]
     return dAL
 
 

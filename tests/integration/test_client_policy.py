@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ import pytest
 
 from snn.engines import aws
 from snn.engines.local import ACCOUNT, REGION, iam
+from snn.engines.stack import create_run, start
 from snn.stores.clients import invoked_as
 from tests.helpers import ROOT, deployed, network, spec
 
@@ -33,6 +37,15 @@ def policy_for(names: dict[str, str]) -> list[dict[str, Any]]:
         text = text.replace(f"<{placeholder}>", value)
     assert "<" not in text, text
     return json.loads(text)["Statement"]
+
+
+@contextmanager
+def recording(session: Any, record: Any) -> Iterator[None]:
+    session.events.register("provide-client-params", record, unique_id="client-policy")
+    try:
+        yield
+    finally:
+        session.events.unregister("provide-client-params", unique_id="client-policy")
 
 
 def test_the_docs_show_the_policy() -> None:
@@ -61,13 +74,19 @@ def test_every_request_of_the_aws_engine_is_allowed_and_every_grant_used(
             made.extend(iam.as_iam(service, model.name, params, REGION, ACCOUNT))
 
     session = boto3.DEFAULT_SESSION
-    session.events.register("provide-client-params", record, unique_id="client-policy")
-    try:
-        data = write_h5_pair(tmp_path / "data", *synthetic_images(m_train=160))
-        p = network([2, 1], epochs=3, batch_size=64, validation=0.2)
+    data = write_h5_pair(tmp_path / "data", *synthetic_images(m_train=160))
+    p = network([2, 1], epochs=3, batch_size=64, validation=0.2)
+    with recording(session, record):
         aws.train(spec(p, data, "client"), stack, session=session)
-    finally:
-        session.events.unregister("provide-client-params", unique_id="client-policy")
+    # a run whose execution was stopped before its end, resumed by the client
+    start(st, create_run(st, "again", p, data), "again")
+    deadline = time.monotonic() + 60
+    while (st.runs.get("again", ("execution",)) or {}).get("execution") != "again":
+        assert time.monotonic() < deadline, "Init never took the run on"
+        time.sleep(0.02)
+    st.sfn.stop_execution(executionArn=st.execution_arn("again"))
+    with recording(session, record):
+        aws.resume(spec(p, Path("."), "again"), stack, session)
 
     names = {
         "region": REGION,

@@ -244,6 +244,7 @@ def test_resume_refuses_what_it_cannot_resume(tmp_path: Path, capsys) -> None:
             "committed_epoch": 2,
             "committed_step": 2,
             "batches": 1,
+            "examples": 10,
             "costs": {"0": "0.5", "1": "0.4"},
         },
         "summary": {},

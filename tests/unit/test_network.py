@@ -300,6 +300,17 @@ def test_a_saturated_output_has_a_finite_gradient_and_a_zero_dz() -> None:
     assert dZ[0, 4] == pytest.approx(AL[0, 4] - 1.0, rel=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # sigmoid(-800)
+def test_a_saturated_wrong_output_has_no_finite_gradient() -> None:
+    """A wrong output saturated the other way (A exactly 1 - Y) has a true dZ of +-1 that
+    dA[L] cannot carry through s (1 - s) = 0: its gradient stays infinite, so the run fails as
+    diverged instead of learning nothing from it."""
+    Z, Y = np.array([[90.0, -800.0, 2.0]]), np.array([[0.0, 1.0, 1.0]])
+    dAL = nn.cost_gradient(nn.sigmoid(Z), Y)
+    assert np.isinf(dAL[0, 0]) and np.isinf(dAL[0, 1]) and np.isfinite(dAL[0, 2])
+    assert math.isfinite(nn.cost(nn.sigmoid(Z), Y, Z))  # the cost itself is finite, from Z
+
+
 def test_the_costs_and_the_gradient_keep_their_bits_where_they_were_finite() -> None:
     rng = np.random.default_rng(4)
     for m in (1, 7, 209, 1000):

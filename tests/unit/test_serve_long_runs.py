@@ -8,6 +8,7 @@ import asyncio
 import gc
 import json
 import math
+import threading
 import tracemalloc
 import types
 from pathlib import Path
@@ -22,6 +23,17 @@ from snn.serve.app import create_app
 from tests.unit import serve_fakes as fakes
 
 LONG = 500_000
+
+
+def run_apart(coroutine: Any) -> Any:
+    """asyncio.run(coroutine()) in a thread of its own: the test's thread may hold an event loop
+    that another test (a browser's driver) left running."""
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(asyncio.run(coroutine())))
+    thread.start()
+    thread.join()
+    assert result, "the coroutine raised (see the thread's exception above)"
+    return result[0]
 
 
 def long_costs(n: int = LONG) -> list[float]:
@@ -118,7 +130,7 @@ def test_one_more_live_page_costs_little_memory_on_a_long_run(tmp_path: Path) ->
 
     tracemalloc.start()
     try:
-        before, after, requests = asyncio.run(measure())
+        before, after, requests = run_apart(measure)
     finally:
         tracemalloc.stop()
     assert all(r.status == 200 for r in requests)
@@ -171,7 +183,7 @@ def test_live_pages_are_capped_with_a_clear_503(tmp_path: Path) -> None:
             await request.close()
         return open_, refused, again
 
-    open_, refused, again = asyncio.run(scenario())
+    open_, refused, again = run_apart(scenario)
     assert [r.status for r in open_] == [200, 200]
     assert refused.status == 503
     message = json.loads(refused.body)["error"]
