@@ -287,6 +287,7 @@ def test_metering_counts_what_the_handlers_do(synthetic_dir: Path, aws_env: None
     assert m.per_epoch.dynamodb_writes == 2  # the epoch's cost, the commit
     # every stage reads the run record once (one GetItem), served without HTTP or not
     assert m.per_epoch.dynamodb_reads == m.per_epoch.lambda_invocations
+    assert m.per_run.dynamodb_reads == m.per_run.lambda_invocations  # none of the engine's
     assert m.per_sample.s3_put == 6  # one statistics object per shard
     assert m.per_sample.s3_get == 6  # read back once, by Evaluate
     # time is measured, so noisy on a busy machine: a part is never negative, and time passes

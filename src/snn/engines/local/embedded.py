@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from snn import blas
 from snn.engines.local import iam
@@ -50,6 +50,8 @@ FAILED_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
 # Called with the emulator's boto3 session as soon as it exists, before any client is made from
 # it: a way to observe every request of a run (`snn bill` meters them).
 SESSION_HOOKS: list[Callable[[Any], None]] = []
+
+T = TypeVar("T")
 
 
 class EmbeddedStack:
@@ -332,7 +334,9 @@ class ResourceCheck:
             if not isinstance(key, str):
                 return None
             try:
-                size += st.s3.head_object(Bucket=st.bucket, Key=key)["ContentLength"]
+                size += as_the_engine(
+                    lambda key=key: st.s3.head_object(Bucket=st.bucket, Key=key)["ContentLength"]
+                )
             except Exception:
                 return None
         if size <= f.ephemeral_mb * memory.MB:
@@ -346,6 +350,13 @@ class ResourceCheck:
         with self._lock:
             if run_id in self._runs:
                 return self._runs[run_id]
+        found = as_the_engine(lambda: self._read(run_id))
+        if found is not None:
+            with self._lock:
+                self._runs[run_id] = found
+        return found
+
+    def _read(self, run_id: str) -> tuple[Any, Any] | None:
         from snn import keys, memory
         from snn.parameters import Parameters
 
@@ -364,10 +375,28 @@ class ResourceCheck:
             return max(0, (int(size) - NPY_HEADER) // (memory.FLOAT * n_x))
 
         p = Parameters.from_json(record["parameters"])
-        data = memory.Data(n_x, int(record["examples"]), examples("valid"), examples("test"))
-        with self._lock:
-            self._runs[run_id] = (p, data)
-        return p, data
+        return p, memory.Data(n_x, int(record["examples"]), examples("valid"), examples("test"))
+
+
+def as_the_engine(read: Callable[[], T]) -> T:
+    """`read()` as the engine's own requests, not the invoked function's: in a thread of its own,
+    which starts with an empty context (so IAM does not check them as the function's) and is
+    not the invocation's (so the bill does not count them as the function's)."""
+    result: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(read())
+        except BaseException as e:
+            failed.append(e)
+
+    thread = threading.Thread(target=run, name="snn-engine-read")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return result[0]
 
 
 # The header of a 2-D float64 .npy (padded to 128 bytes).
