@@ -401,3 +401,46 @@ def early_stopping_data(folder: Path, m: int = 60, shuffle_seed: int = 7) -> Pat
     flipped = labels.copy()
     flipped[held] = 1 - flipped[held]
     return write_h5_pair(folder, images, flipped, images[:8], labels[:8])
+
+
+def train_args(
+    params: Path,
+    data: Path,
+    out: Path,
+    template: Path = ROOT / "template.yaml",
+    engine: str | None = None,
+) -> list[str]:
+    """The arguments of `snn train` for run "r" of `params` on `data` into `out`, quiet."""
+    chosen = ["--engine", engine] if engine else []
+    return [
+        "train",
+        *chosen,
+        "--params",
+        str(params),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--run-id",
+        "r",
+        "--template",
+        str(template),
+        "--quiet",
+    ]
+
+
+def early_stopping_network(**fields: Any) -> Parameters:
+    """A 2-layer Adam network with mini-batches that watches a quarter of `early_stopping_data`
+    held out: its best epoch comes early, and patience 3 stops it there."""
+    return network(
+        [4, 1],
+        epochs=40,
+        learning_rate=0.01,
+        initialization="xavier",
+        batch_size=16,
+        optimizer={"name": "adam"},
+        validation=0.25,
+        early_stopping={"patience": 3},
+        shuffle_seed=7,
+        **fields,
+    )

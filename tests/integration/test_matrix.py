@@ -52,7 +52,7 @@ from snn.errors import RunFailed
 from snn.parameters import Parameters
 from snn.report import RunResult
 from tests.faulty_handlers import KILL_STATE, KILL_STEP, StageBroke
-from tests.helpers import ROOT, assert_same_run, deployed, spec, with_handler
+from tests.helpers import ROOT, assert_same_run, deployed, spec, train_args, with_handler
 
 pytestmark = [
     pytest.mark.slow,
@@ -142,25 +142,10 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", **extra}
 
 
-def train_args(p: Parameters, data: Path, out: Path, engine: str, template: Path) -> list[str]:
+def matrix_args(p: Parameters, data: Path, out: Path, engine: str, template: Path) -> list[str]:
     params = out.parent / "params.json"
     params.write_text(p.to_json())
-    return [
-        "train",
-        "--engine",
-        engine,
-        "--params",
-        str(params),
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--run-id",
-        "r",
-        "--template",
-        str(template),
-        "--quiet",
-    ]
+    return train_args(params, data, out, template, engine)
 
 
 def folder_result(out: Path) -> Any:
@@ -210,7 +195,7 @@ def direct_faults(name: str, p: Parameters, data: Path, tmp_path: Path) -> RunRe
 def direct_killed(name: str, p: Parameters, data: Path, tmp_path: Path) -> Any:
     k = kill_step(name, "direct", p)
     out = tmp_path / "run"
-    args = train_args(p, data, out, "direct", TEMPLATE)
+    args = matrix_args(p, data, out, "direct", TEMPLATE)
     run = subprocess.run(
         [sys.executable, "-c", DIRECT_CHILD, str(k), *args],
         env=child_env(),
@@ -221,7 +206,7 @@ def direct_killed(name: str, p: Parameters, data: Path, tmp_path: Path) -> Any:
     assert run.returncode == -signal.SIGKILL, run.stderr
     assert main(["train", "--resume", str(out), "--template", str(TEMPLATE), "--quiet"]) == 2
     again = tmp_path / "again"
-    assert main(train_args(p, data, again, "direct", TEMPLATE)) == 0
+    assert main(matrix_args(p, data, again, "direct", TEMPLATE)) == 0
     return folder_result(again)
 
 
@@ -247,7 +232,7 @@ def local_killed(name: str, p: Parameters, data: Path, tmp_path: Path) -> Any:
     state = out / "resume" / "state.json"
     env = child_env(**{KILL_STEP: f"{k // batches},{k % batches},{k}", KILL_STATE: str(state)})
     run = subprocess.run(
-        [sys.executable, "-c", CHILD, *train_args(p, data, out, "local", template)],
+        [sys.executable, "-c", CHILD, *matrix_args(p, data, out, "local", template)],
         env=env,
         capture_output=True,
         text=True,

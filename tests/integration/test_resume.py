@@ -28,9 +28,10 @@ from tests.helpers import (
     ROOT,
     assert_same_run,
     early_stopping_data,
-    network,
+    early_stopping_network,
     spec,
     tiny_parameters,
+    train_args,
     with_handler,
 )
 
@@ -42,24 +43,6 @@ def write_params(tmp_path: Path, epochs: int) -> Path:
     path.write_text(tiny_parameters(epochs).to_json())
     return path
 
-
-def train_args(
-    params: Path, data: Path, out: Path, template: Path = ROOT / "template.yaml"
-) -> list[str]:
-    return [
-        "train",
-        "--params",
-        str(params),
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--run-id",
-        "r",
-        "--template",
-        str(template),
-        "--quiet",
-    ]
 
 
 def assert_equals_direct(out: Path, epochs: int, data: Path) -> None:
@@ -338,17 +321,7 @@ def test_an_early_stopping_run_saved_after_its_best_epoch_resumes_bit_identical(
     weights, which the model is made of, and the resumed run ends as one never stopped (it stops
     early at the same epoch, with the same costs and the same model)."""
     data = early_stopping_data(tmp_path / "data")
-    p = network(
-        [4, 1],
-        epochs=40,
-        learning_rate=0.01,
-        initialization="xavier",
-        batch_size=16,
-        optimizer={"name": "adam"},
-        validation=0.25,
-        early_stopping={"patience": 3},
-        shuffle_seed=7,
-    )
+    p = early_stopping_network()
     clean = direct.train(spec(p, data))
     assert clean.extra["best_epoch"] == 0 and len(clean.costs) == 4  # stopped early
     template = with_handler(tmp_path, "commit", "tests.faulty_handlers.commit_fails_at_epoch_2")

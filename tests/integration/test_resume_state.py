@@ -24,7 +24,7 @@ from snn.parameters import Parameters
 from snn.stages import state_keys
 from snn.stages.lifecycle import DATA_FIELDS
 from snn.stores import DynamoRunTable, S3Store
-from tests.helpers import ROOT, early_stopping_data, network, spec
+from tests.helpers import ROOT, early_stopping_data, early_stopping_network, spec
 
 pytestmark = pytest.mark.xdist_group("embedded")
 
@@ -161,17 +161,7 @@ def test_the_best_epochs_weights_are_in_the_resume_state_until_evaluate_reads_th
 ) -> None:
     """An early-stopping run whose best epoch is its first: Evaluate reads the weights entering
     the step after it, long after the steps that wrote them; the list holds them from then on."""
-    p = network(
-        [4, 1],
-        epochs=40,
-        learning_rate=0.01,
-        initialization="xavier",
-        batch_size=16,
-        optimizer={"name": "adam"},
-        validation=0.25,
-        early_stopping={"patience": 3},
-        shuffle_seed=7,
-    )
+    p = early_stopping_network()
     commits = check_run(recorder, p, early_stopping_data(tmp_path / "data"))
     batches = int(commits[0]["batches"])
     assert commits[-1]["best_epoch"] == 0 and commits[-1]["stopped"]
