@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,12 @@ import pytest
 
 from snn.data import Dataset, load_dataset, synthetic_dataset
 from tests.helpers import FAKE_AWS_ENV, ROOT
+
+# A shell without job control starts its background commands with SIGINT ignored, and a process
+# that inherits an ignored SIGINT keeps it ignored (as `snn` rightly does). The tests send SIGINT
+# to the processes they start: give those the default, whatever started the test run.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _data_dir() -> Path | None:
